@@ -1,0 +1,180 @@
+"""``factory`` command line. Exit codes: 0 ok, 2 bad recipe or input, 1 crash (a bug: report it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from factory import __version__
+from factory.errors import FactoryError, RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="CoT Factory: recipes → clean chain-of-thought shards.")
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+class RichProgress:
+    """The pipeline's Progress protocol on a rich progress display: one bar per stage."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self.tasks[task] = self.progress.add_task(task, total=total)
+
+    def advance(self, task: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[task], n)
+
+    def finish(self, task: str) -> None:
+        t = self.tasks[task]
+        done = self.progress.tasks[t].completed
+        self.progress.update(t, total=max(done, 1), completed=max(done, 1))
+
+
+def _fail(e: FactoryError) -> None:
+    if isinstance(e, RecipeError):
+        for p in e.problems:
+            err_console.print(p, style="red", markup=False, highlight=False, soft_wrap=True)
+        n = len(e.problems)
+        err_console.print(f"{n} problem{'s' if n != 1 else ''} in the recipe", style="bold red")
+    else:
+        err_console.print(f"error: {e}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (default: the recipe's output)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="read at most N records per source"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or summary"),
+) -> None:
+    """Run a recipe: sources → canonical rows → shards, manifest and card."""
+    from factory.pipeline import run as run_pipeline
+    from factory.recipe import load_recipe
+
+    try:
+        loaded = load_recipe(recipe)
+        if quiet:
+            result = run_pipeline(loaded, out, limit=limit)
+        else:
+            columns = (SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err_console, transient=False) as bars:
+                result = run_pipeline(loaded, out, limit=limit, progress=RichProgress(bars))
+    except FactoryError as e:
+        _fail(e)
+    if not quiet:
+        from factory.report import print_summary
+
+        print_summary(out_console, result.manifest, str(result.out), result.seconds.get("total", 0.0), result.quarantine.top_reasons())
+
+
+@app.command()
+def validate(recipes: list[Path] = typer.Argument(..., help="recipe YAML file(s)")) -> None:
+    """Check recipes against the schema; print every problem as file:line: field: message."""
+    from factory.recipe import load_recipe
+
+    failed: list[str] = []
+    for path in recipes:
+        try:
+            loaded = load_recipe(path)
+        except RecipeError as e:
+            failed.extend(e.problems)
+            continue
+        out_console.print(f"{path}: ok ({len(loaded.recipe.sources)} sources, sha256 {loaded.sha256[:12]})", highlight=False)
+    if failed:
+        _fail(RecipeError(failed))
+
+
+@app.command()
+def inspect(
+    out: Path = typer.Argument(..., help="a run's output directory"),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="sample from this domain"),
+    row: int = typer.Option(0, "--row", "-r", min=0, help="index of the sample row within the domain"),
+    quarantine: bool = typer.Option(False, "--quarantine", help="list quarantined rows instead"),
+    as_json: bool = typer.Option(False, "--json", help="print the sample row as JSON"),
+) -> None:
+    """Rows per domain and stage, and one row pretty-printed."""
+    import pyarrow.parquet as pq
+
+    from factory.manifest import load_manifest
+    from factory.report import domain_table, render_row, source_table, stage_table
+
+    try:
+        manifest = load_manifest(out)
+        if quarantine:
+            _print_quarantine(out)
+            return
+        domains = list(manifest["domains"])
+        if not domains:
+            raise FactoryError(f"{out}: the run wrote no rows")
+        pick = domain or domains[0]
+        if pick not in manifest["domains"]:
+            raise FactoryError(f"no domain '{pick}' in {out} (domains: {', '.join(domains)})")
+    except FactoryError as e:
+        _fail(e)
+    if not as_json:
+        out_console.print(domain_table(manifest), stage_table(manifest), source_table(manifest))
+    files = [s["path"] for s in manifest["shards"] if s["domain"] == pick]
+    offset = row
+    for rel in files:
+        pf = pq.ParquetFile(out / rel)
+        if offset < pf.metadata.num_rows:
+            sample = pf.read().slice(offset, 1).to_pylist()[0]
+            if as_json:
+                out_console.print_json(json.dumps(sample, ensure_ascii=False))
+            else:
+                out_console.print(render_row(sample))
+            return
+        offset -= pf.metadata.num_rows
+    _fail(FactoryError(f"domain '{pick}' has fewer than {row + 1} rows"))
+
+
+def _print_quarantine(out: Path) -> None:
+    from rich.table import Table
+
+    from factory.quarantine import read_quarantine
+
+    q = read_quarantine(out)
+    t = Table(title=f"quarantine: {q.num_rows:,} rows")
+    for col in ("stage", "source_name", "source_line", "reason"):
+        t.add_column(col)
+    for r in q.select(["stage", "source_name", "source_line", "reason"]).to_pylist()[:200]:
+        t.add_row(r["stage"], r["source_name"] or "", str(r["source_line"] or ""), r["reason"])
+    out_console.print(t)
+
+
+@app.command()
+def schema(kind: str = typer.Argument("recipe", help="recipe | row")) -> None:
+    """Print the JSON Schema of a recipe or of a canonical row."""
+    from factory.schemas import generated
+
+    docs = generated()
+    if kind not in docs:
+        _fail(FactoryError(f"unknown schema '{kind}' (recipe | row)"))
+    sys.stdout.write(docs[kind])
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out_console.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception:  # a crash, not a user error: say so, and exit 1
+        err_console.print(traceback.format_exc(), style="red", markup=False, highlight=False)
+        err_console.print("crash: this is a bug in CoT Factory, please report it with the traceback above", style="bold red")
+        sys.exit(1)

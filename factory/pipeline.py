@@ -1,0 +1,255 @@
+"""The flow of a row, top to bottom:
+
+    recipe ─► read (records) ─► map (fields → typed columns) ─► standardize (existing traces)
+           ─► assemble (ids, provenance → canonical rows) ─► whole-table stages ─► shards
+           ─► quarantine, manifest.json, README.md card, run.json
+
+Each arrow is a module with a small typed interface; this file only wires them and keeps the
+books: for every stage, rows in = rows out + rows quarantined.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from factory.card import render_card
+from factory.manifest import SourceReport, StageCount, build_manifest, dumps
+from factory.output import publish_dir, sha256_file, staging_dir, write_bytes_atomic, write_parquet_atomic
+from factory.quarantine import Quarantine
+from factory.recipe import LoadedRecipe
+from factory.recipe.model import QASource, SourceBase
+from factory.rows import ROW_SCHEMA, conform, empty_table, make_id, make_ids
+from factory.shards import write_shards
+from factory.sources import open_source
+from factory.sources.mapping import MAPPERS
+from factory.sources import dialogue  # noqa: F401  (registers the conversation/preference mappers)
+from factory.stages import STAGES
+from factory.standardize import standardize
+
+SOURCE_STAGES = ("read", "map", "standardize")
+SOURCE_THREADS = int(os.environ.get("COT_FACTORY_THREADS", "2"))
+TABLE_STAGES = ("unique_ids",)
+
+
+class Progress(Protocol):
+    def start(self, task: str, total: int | None = None) -> None: ...
+    def advance(self, task: str, n: int = 1) -> None: ...
+    def finish(self, task: str) -> None: ...
+
+
+class NoProgress:
+    def start(self, task: str, total: int | None = None) -> None: ...
+    def advance(self, task: str, n: int = 1) -> None: ...
+    def finish(self, task: str) -> None: ...
+
+
+@dataclass
+class RunResult:
+    out: Path
+    manifest: dict
+    quarantine: Quarantine
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run(loaded: LoadedRecipe, out: Path | None = None, *, limit: int | None = None,
+        progress: Progress | None = None) -> RunResult:
+    # The run makes millions of short-lived Python objects (row numbers, keys, ids) and no
+    # reference cycles; the cyclic collector rescanning them took a fifth of the run's CPU
+    # (py-spy, bench/standardize.py). Reference counting still frees everything.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(loaded, out, limit=limit, progress=progress)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress: Progress | None) -> RunResult:
+    progress = progress or NoProgress()
+    recipe = loaded.recipe
+    out = Path(out or recipe.output_dir)
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    seconds: dict[str, float] = {}
+    quarantine = Quarantine()
+    totals = {name: StageCount(name) for name in SOURCE_STAGES + TABLE_STAGES + ("shards",)}
+
+    # 1. Sources: read → map → standardize → assemble, batch by batch. Sources are independent
+    #    until here, so they run on a small thread pool (the heavy work is in Arrow/polars, which
+    #    release the GIL); results are taken back in recipe order, so the output does not depend
+    #    on which thread finished first.
+    def one(spec: SourceBase) -> tuple[pa.Table, SourceReport, Quarantine, float]:
+        t0 = time.perf_counter()
+        own = Quarantine()
+        table, report = _read_source(loaded, spec, limit, own, progress)
+        return table, report, own, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=min(SOURCE_THREADS, len(recipe.sources))) as pool:
+        results = list(pool.map(one, recipe.sources))
+    tables: list[pa.Table] = []
+    reports: list[SourceReport] = []
+    for spec, (table, report, own, secs) in zip(recipe.sources, results):
+        tables.append(table)
+        reports.append(report)
+        quarantine.merge(own)
+        for count in report.stages:
+            _add(totals[count.stage], count)
+        seconds[f"source:{spec.name}"] = secs
+    table = pa.concat_tables(tables) if tables else empty_table()
+
+    # 2. Whole-table stages (ids now; teacher, steps, dedup, validation plug in here).
+    rows_by_source = {r.name: r.stages[-1].rows_out for r in reports}
+    for name in TABLE_STAGES:
+        t0 = time.perf_counter()
+        result = STAGES[name]().run(table)
+        _quarantine_rows(quarantine, name, result.rejected)
+        if result.rejected.height:
+            for src, k in result.rejected.select(pl.col("source").struct.field("name")).to_series().value_counts().iter_rows():
+                rows_by_source[src] -= k
+        _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height)
+        table = result.kept
+        seconds[name] = time.perf_counter() - t0
+
+    # 3. Shards, quarantine files, manifest and card, written to a staging directory that then
+    #    replaces the output directory as a whole.
+    t0 = time.perf_counter()
+    progress.start("write shards", total=None)
+    stage = staging_dir(out)
+    shards = write_shards(table, stage, recipe.shards, threads=SOURCE_THREADS)
+    _count(totals["shards"], table.num_rows, sum(s.rows for s in shards), 0)
+    quarantine_files = []
+    for name in quarantine.stages():
+        rel = f"quarantine/{name}.parquet"
+        q = quarantine.table(name)
+        write_parquet_atomic(q, stage / rel)
+        quarantine_files.append({"path": rel, "stage": name, "rows": q.num_rows, "sha256": sha256_file(stage / rel)})
+    for report in reports:
+        report.rows = rows_by_source.get(report.name, 0)
+    manifest = build_manifest(
+        recipe_name=recipe.name, recipe_sha=loaded.sha256, recipe=loaded.as_written, sources=reports,
+        stages=list(totals.values()), shards=[s.to_json() for s in shards], quarantine=quarantine_files,
+    )
+    write_bytes_atomic(stage / "manifest.json", dumps(manifest))
+    sizes = {s.path: (stage / s.path).stat().st_size for s in shards}
+    write_bytes_atomic(stage / "README.md", render_card(manifest, recipe.description, sizes).encode())
+    seconds["write"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - clock
+    write_bytes_atomic(stage / "run.json", json.dumps({
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "rows_per_second": round(manifest["rows"] / seconds["total"], 1) if seconds["total"] else None,
+    }, indent=2).encode())
+    publish_dir(stage, out)
+    progress.finish("write shards")
+    return RunResult(out=out, manifest=manifest, quarantine=quarantine, seconds=seconds)
+
+
+def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quarantine: Quarantine,
+                 progress: Progress) -> tuple[pa.Table, SourceReport]:
+    reader = open_source(spec, loaded.base_dir)
+    counts = {name: StageCount(name) for name in SOURCE_STAGES}
+    caps = [x for x in (spec.limit, limit) if x]
+    cap = min(caps) if caps else None
+    task = f"read {spec.name}"
+    progress.start(task, total=cap)
+    mapper = MAPPERS[spec.kind]
+    tables = []
+    for batch in reader.read(cap):
+        quarantine.add_rejects("read", spec.name, spec.path, batch.rejects)
+        _count(counts["read"], len(batch), batch.good, len(batch.rejects))
+
+        mapped, rejects = mapper(spec, batch)
+        quarantine.add_rejects("map", spec.name, spec.path, rejects)
+        _count(counts["map"], batch.good, mapped.height, len(rejects))
+
+        standardized = standardize(mapped, spec)
+        bad = pl.col("_reject").is_not_null()
+        rejected = standardized.filter(bad)
+        _quarantine_mapped(quarantine, spec, rejected)
+        good = standardized.filter(~bad)
+        _count(counts["standardize"], mapped.height, good.height, rejected.height)
+
+        tables.append(assemble(good, spec, loaded))
+        progress.advance(task, len(batch))
+    progress.finish(task)
+    report = SourceReport(
+        name=spec.name, path=spec.path, format=reader.format, kind=spec.kind, domain=spec.domain,
+        license=spec.license, sha256=sha256_file(reader.path) if reader.path.is_file() else None,
+        records=reader.stats.records, blank_lines=reader.stats.blank_lines, stages=list(counts.values()),
+    )
+    return (pa.concat_tables(tables) if tables else empty_table()), report
+
+
+def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Table:
+    """Mapped + standardised columns → canonical rows: ids, domain, provenance, recipe."""
+    ids = make_ids(spec.name, df["_key"].to_list())
+    lit = pl.lit
+    trace_format = spec.trace_format if isinstance(spec, QASource) else "none"
+    df = df.with_columns(
+        id=pl.Series(ids, dtype=pl.String),
+        domain=lit(spec.domain),
+        kind=lit(spec.kind),
+        split=lit(spec.output_split),
+        source=pl.struct(
+            name=lit(spec.name), path=lit(spec.path), split=lit(spec.split),
+            row=pl.col("_row"), line=pl.col("_line"), license=lit(spec.license, dtype=pl.String),
+        ),
+        trace_format=lit(trace_format),
+        meta=pl.col("_meta"),
+        recipe=pl.struct(name=lit(loaded.recipe.name), sha=lit(loaded.sha256)),
+    )
+    return conform(df)
+
+
+def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, rejected: pl.DataFrame) -> None:
+    """Standardize rejects keep the mapped fields, as JSON, so the reason can be checked by eye."""
+    if rejected.height == 0:
+        return
+    fields = [c for c in ("question", "answer", "trace", "options", "facts", "subquestions") if c in rejected.columns]
+    quarantine.add_frame("standardize", rejected.select(
+        reason=pl.col("_reject"),
+        source_name=pl.lit(spec.name),
+        source_path=pl.lit(spec.path),
+        source_row=pl.col("_row"),
+        source_line=pl.col("_line"),
+        id=pl.col("_key").map_elements(lambda k: make_id(spec.name, k), return_dtype=pl.String),
+        raw=pl.struct(fields).struct.json_encode(),
+    ))
+
+
+def _quarantine_rows(quarantine: Quarantine, stage: str, rejected: pl.DataFrame) -> None:
+    """Rejected canonical rows: provenance from their ``source`` struct, the row itself as JSON."""
+    if rejected.height == 0:
+        return
+    row_cols = [c for c in ROW_SCHEMA.names if c in rejected.columns]
+    quarantine.add_frame(stage, rejected.select(
+        reason=pl.col("reason"),
+        source_name=pl.col("source").struct.field("name"),
+        source_path=pl.col("source").struct.field("path"),
+        source_row=pl.col("source").struct.field("row"),
+        source_line=pl.col("source").struct.field("line"),
+        id=pl.col("id"),
+        raw=pl.struct(row_cols).struct.json_encode(),
+    ))
+
+
+def _count(c: StageCount, rows_in: int, rows_out: int, quarantined: int) -> None:
+    c.rows_in += rows_in
+    c.rows_out += rows_out
+    c.quarantined += quarantined
+
+
+def _add(total: StageCount, part: StageCount) -> None:
+    _count(total, part.rows_in, part.rows_out, part.quarantined)

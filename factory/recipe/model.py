@@ -1,0 +1,221 @@
+"""The recipe model (pydantic v2). ``schemas/recipe.schema.json`` is generated from it.
+
+Every model forbids unknown keys: a typo is an error, never a silently ignored setting.
+Field paths in ``fields`` are dotted paths into a source record with list indexing,
+e.g. ``instances[0].output``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from factory.rows import ROLES
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+# The dataset card's catch-all config is called this, so no domain may take the name.
+RESERVED_DOMAINS = ("default",)
+
+Role = Literal["system", "user", "assistant"]
+FieldPath = Annotated[str, Field(min_length=1, description="dotted path into the record, e.g. a.b[0].c")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- field mappings, one per row kind --------------------------------------------------------
+
+class QAFields(Strict):
+    """Where a question–answer row's parts live in a source record."""
+
+    question: FieldPath = Field(description="the question / instruction")
+    context: FieldPath | None = Field(None, description="input / context appended to the question after a blank line")
+    answer: FieldPath | None = Field(None, description="gold answer (or the whole solution for gsm8k/thought/think)")
+    trace: FieldPath | None = Field(None, description="existing reasoning text (rationale, <Thought>, <think>, gsm8k solution)")
+    options: FieldPath | None = Field(None, description="multiple-choice options: list of 'A)text' strings or {label: text}")
+    facts: FieldPath | None = Field(None, description="list of supporting facts")
+    subquestions: FieldPath | None = Field(None, description="list of sub-questions (decomposition)")
+    system: FieldPath | None = Field(None, description="system prompt")
+
+
+class Turn(Strict):
+    """One turn of a conversation assembled from record columns."""
+
+    role: str = Field(description="speaker as named in the source; mapped through `roles`")
+    content: FieldPath | list[FieldPath] = Field(description="field path, or paths joined by a blank line")
+
+
+class ConversationFields(Strict):
+    """A conversation comes from exactly one of: a list of turn objects (`messages`), fixed
+    columns (`turns`), or a transcript string with speaker prefixes (`transcript`)."""
+
+    messages: FieldPath | None = Field(None, description="path to a list of {role, content} objects")
+    role_key: str = Field("role", description="role key inside each message object (ShareGPT: from)")
+    content_key: str = Field("content", description="content key inside each message object (ShareGPT: value)")
+    turns: list[Turn] | None = Field(None, min_length=1, description="turns built from record columns")
+    transcript: FieldPath | None = Field(None, description="'Speaker: text' transcript; speakers are the keys of `roles`")
+    system: FieldPath | None = Field(None, description="system prompt")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "ConversationFields":
+        given = [k for k in ("messages", "turns", "transcript") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of messages, turns, transcript"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class PreferenceFields(Strict):
+    """A preference pair: transcripts (hh-rlhf style) or message lists or plain strings."""
+
+    chosen: FieldPath = Field(description="preferred transcript / messages / completion")
+    rejected: FieldPath = Field(description="dispreferred transcript / messages / completion")
+    prompt: FieldPath | None = Field(None, description="prompt, when chosen/rejected hold only completions")
+
+
+# ---- sources -------------------------------------------------------------------------------
+
+class HFOptions(Strict):
+    config: str | None = Field(None, description="dataset configuration name")
+    data_files: str | list[str] | None = Field(None, description="data_files passed to load_dataset")
+    revision: str | None = Field(None, description="hub revision (commit, tag or branch)")
+
+
+class TraceOptions(Strict):
+    calculator: Literal["action", "strip", "inline"] = Field(
+        "action",
+        description="gsm8k <<a=b>> annotations: structured calculator ACTION steps, stripped, or left inline",
+    )
+    aqua_answer: Literal["text", "letter"] = Field(
+        "text", description="aqua: answer as the correct option's text, or its letter"
+    )
+
+
+class SourceBase(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="unique source name; part of every row id")
+    path: str = Field(min_length=1, description="file or directory (relative to the recipe file), or a hub dataset name for format hf")
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf"] = Field(
+        "auto", description="auto: by extension (.gz is looked through) and content"
+    )
+    json_key: str | None = Field(None, description="json: the key holding the list of records when the file is an object")
+    csv_delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field delimiter")
+    hf: HFOptions = Field(default_factory=HFOptions, description="format hf: load_dataset options")
+    split: str = Field("train", description="split to read (hf) and to record as provenance")
+    output_split: str = Field("train", pattern=r"^[a-z][a-z0-9_]*$", description="split the rows are written to")
+    limit: int | None = Field(None, ge=1, description="read at most this many records")
+    domain: str = Field("general", pattern=DOMAIN_PATTERN, description="domain tag for every row of this source")
+    license: str | None = Field(None, description="license of the source data (recorded on each row and in the card)")
+    id_field: FieldPath | None = Field(None, description="record field that keys the row id (default: the record index)")
+    keep: list[FieldPath] = Field(default_factory=list, description="extra fields kept, as JSON, in the row's meta column")
+    unescape_newlines: bool = Field(False, description="turn literal two-character \\n sequences in text into newlines")
+
+    def field_paths(self) -> list[str]:
+        """Every record path this source reads (fields, id_field, keep)."""
+        paths = [p for p in self._mapped_paths() if p]
+        return paths + ([self.id_field] if self.id_field else []) + list(self.keep)
+
+    def _mapped_paths(self) -> list[str | None]:
+        raise NotImplementedError
+
+    @field_validator("domain")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_DOMAINS:
+            raise ValueError(f"'{v}' is reserved for the card's all-domains config")
+        return v
+
+
+class QASource(SourceBase):
+    kind: Literal["qa"] = "qa"
+    fields: QAFields
+    trace_format: Literal["none", "gsm8k", "aqua", "strategyqa", "thought", "think", "rationale"] = Field(
+        "none", description="how existing reasoning in the source is standardised"
+    )
+    trace_options: TraceOptions = Field(default_factory=TraceOptions)
+
+    def _mapped_paths(self) -> list[str | None]:
+        f = self.fields
+        return [f.question, f.context, f.answer, f.trace, f.options, f.facts, f.subquestions, f.system]
+
+
+class ConversationSource(SourceBase):
+    kind: Literal["conversation"]
+    fields: ConversationFields
+    roles: dict[str, Role] = Field(default_factory=dict, description="source speaker -> system/user/assistant")
+
+    def _mapped_paths(self) -> list[str | None]:
+        f = self.fields
+        turns = [p for t in (f.turns or []) for p in ([t.content] if isinstance(t.content, str) else t.content)]
+        return [f.messages, f.transcript, f.system, *turns]
+
+
+class PreferenceSource(SourceBase):
+    kind: Literal["preference"]
+    fields: PreferenceFields
+    roles: dict[str, Role] = Field(
+        default_factory=lambda: {"Human": "user", "Assistant": "assistant"},
+        description="transcript speaker -> role",
+    )
+
+    def _mapped_paths(self) -> list[str | None]:
+        return [self.fields.chosen, self.fields.rejected, self.fields.prompt]
+
+
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("kind", "qa")
+    return getattr(value, "kind", None)
+
+
+Source = Annotated[
+    Union[
+        Annotated[QASource, Tag("qa")],
+        Annotated[ConversationSource, Tag("conversation")],
+        Annotated[PreferenceSource, Tag("preference")],
+    ],
+    Discriminator(_source_kind),
+]
+SOURCE_KINDS = ("qa", "conversation", "preference")
+
+
+# ---- output --------------------------------------------------------------------------------
+
+class ShardOptions(Strict):
+    partition_by: Literal["domain"] = Field("domain", description="shards are grouped by this column")
+    max_rows: int = Field(50_000, ge=1, description="rows per Parquet file at most")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    compression_level: int | None = Field(None, description="codec level (zstd: 1-22)")
+    row_group_rows: int = Field(10_000, ge=1, description="rows per Parquet row group")
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="recipe name; default output is shards/<name>")
+    description: str = ""
+    output: str | None = Field(None, description="output directory (relative to the working directory)")
+    license: str | None = Field(None, description="license of the produced dataset (default: from the sources)")
+    seed: int = Field(0, description="seed for every random choice the run makes")
+    sources: list[Source] = Field(min_length=1)
+    shards: ShardOptions = Field(default_factory=ShardOptions)
+
+    @property
+    def output_dir(self) -> str:
+        return self.output or f"shards/{self.name}"
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "CoT Factory recipe"
+    return schema
+
+
+__all__ = [
+    "Recipe", "QASource", "ConversationSource", "PreferenceSource", "Source", "SOURCE_KINDS",
+    "QAFields", "ConversationFields", "PreferenceFields", "Turn", "TraceOptions", "ShardOptions",
+    "HFOptions", "recipe_json_schema", "ROLES",
+]

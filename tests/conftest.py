@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach a hub: datasets and huggingface_hub must fail fast instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "recipes" / "data"
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+def write_recipe(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run_recipe(tmp_path):
+    """Write a recipe into tmp_path, run it, return (RunResult, rows as dicts, quarantine as dicts)."""
+    from factory.pipeline import run
+    from factory.quarantine import read_quarantine
+    from factory.recipe import load_recipe
+    from factory.shards import ShardFile  # noqa: F401
+
+    def _run(text: str, **kwargs):
+        import pyarrow.parquet as pq
+
+        path = write_recipe(tmp_path, text)
+        result = run(load_recipe(path), tmp_path / "out", **kwargs)
+        rows = []
+        for shard in result.manifest["shards"]:
+            rows.extend(pq.read_table(result.out / shard["path"]).to_pylist())
+        return result, rows, read_quarantine(result.out).to_pylist()
+
+    return _run
