@@ -195,12 +195,11 @@ class ShardOptions(Strict):
 
 class Recipe(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="recipe name; default output is shards/<name>")
-    description: str = ""
+    description: str = Field("", description="what the dataset is; goes into the dataset card")
     output: str | None = Field(None, description="output directory (relative to the working directory)")
     license: str | None = Field(None, description="license of the produced dataset (default: from the sources)")
-    seed: int = Field(0, description="seed for every random choice the run makes")
-    sources: list[Source] = Field(min_length=1)
-    shards: ShardOptions = Field(default_factory=ShardOptions)
+    sources: list[Source] = Field(min_length=1, description="where rows come from, in this order")
+    shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
 
     @property
     def output_dir(self) -> str:
