@@ -65,8 +65,8 @@ def test_books_balance_for_every_stage_and_source(quickstart):
 
 def test_gsm8k_strategyqa_counsel_acceptance(quickstart):
     gsm = [json.loads(l) for l in (REPO / "recipes/data/gsm8k/train.head300.jsonl").read_text().splitlines()]
-    rows = _rows(quickstart, source="gsm8k") + _rows(quickstart, source="gsm8k-socratic")
-    assert len(rows) == 350
+    rows = _rows(quickstart, source="gsm8k")
+    assert len(rows) == 300
     for row in rows:
         assert len(row["steps"]) >= 2
     for row in _rows(quickstart, source="gsm8k"):

@@ -84,7 +84,7 @@ def test_cli_validate_exits_2_and_prints_every_problem(tmp_path):
 def test_cli_validate_ok():
     proc = subprocess.run([sys.executable, "-m", "factory", "validate", str(QUICKSTART)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "ok (8 sources" in proc.stdout
+    assert "ok (7 sources" in proc.stdout
 
 
 @pytest.mark.parametrize("body, expected", [
