@@ -113,7 +113,10 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
     rows_by_source = {r.name: r.stages[-1].rows_out for r in reports}
     for name in TABLE_STAGES:
         t0 = time.perf_counter()
+        progress.start(name, total=table.num_rows)
         result = STAGES[name]().run(table)
+        progress.advance(name, table.num_rows)
+        progress.finish(name)
         _quarantine_rows(quarantine, name, result.rejected)
         if result.rejected.height:
             for src, k in result.rejected.select(pl.col("source").struct.field("name")).to_series().value_counts().iter_rows():
@@ -125,9 +128,10 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
     # 3. Shards, quarantine files, manifest and card, written to a staging directory that then
     #    replaces the output directory as a whole.
     t0 = time.perf_counter()
-    progress.start("write shards", total=None)
     stage = staging_dir(out)
-    shards = write_shards(table, stage, recipe.shards, threads=SOURCE_THREADS)
+    shards = write_shards(table, stage, recipe.shards, threads=SOURCE_THREADS,
+                          on_start=lambda n: progress.start("write shards", total=n),
+                          on_file=lambda: progress.advance("write shards"))
     _count(totals["shards"], table.num_rows, sum(s.rows for s in shards), 0)
     quarantine_files = []
     for name in quarantine.stages():
@@ -143,7 +147,8 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
     )
     write_bytes_atomic(stage / "manifest.json", dumps(manifest))
     sizes = {s.path: (stage / s.path).stat().st_size for s in shards}
-    write_bytes_atomic(stage / "README.md", render_card(manifest, recipe.description, sizes).encode())
+    # The card shows the description as written: an expanded ${SECRET} must not be published.
+    write_bytes_atomic(stage / "README.md", render_card(manifest, loaded.as_written.get("description", ""), sizes).encode())
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - clock
     write_bytes_atomic(stage / "run.json", json.dumps({
@@ -152,13 +157,15 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         "rows_per_second": round(manifest["rows"] / seconds["total"], 1) if seconds["total"] else None,
     }, indent=2).encode())
     publish_dir(stage, out)
-    progress.finish("write shards")
+    if shards:
+        progress.finish("write shards")
     return RunResult(out=out, manifest=manifest, quarantine=quarantine, seconds=seconds)
 
 
 def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quarantine: Quarantine,
                  progress: Progress) -> tuple[pa.Table, SourceReport]:
     reader = open_source(spec, loaded.base_dir)
+    written_path, written_license = loaded.provenance(spec.name)
     counts = {name: StageCount(name) for name in SOURCE_STAGES}
     caps = [x for x in (spec.limit, limit) if x]
     cap = min(caps) if caps else None
@@ -167,17 +174,17 @@ def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quar
     mapper = MAPPERS[spec.kind]
     tables = []
     for batch in reader.read(cap):
-        quarantine.add_rejects("read", spec.name, spec.path, batch.rejects)
+        quarantine.add_rejects("read", spec.name, written_path, batch.rejects)
         _count(counts["read"], len(batch), batch.good, len(batch.rejects))
 
         mapped, rejects = mapper(spec, batch)
-        quarantine.add_rejects("map", spec.name, spec.path, rejects)
+        quarantine.add_rejects("map", spec.name, written_path, rejects)
         _count(counts["map"], batch.good, mapped.height, len(rejects))
 
         standardized = standardize(mapped, spec)
         bad = pl.col("_reject").is_not_null()
         rejected = standardized.filter(bad)
-        _quarantine_mapped(quarantine, spec, rejected)
+        _quarantine_mapped(quarantine, spec, written_path, rejected)
         good = standardized.filter(~bad)
         _count(counts["standardize"], mapped.height, good.height, rejected.height)
 
@@ -185,8 +192,8 @@ def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quar
         progress.advance(task, len(batch))
     progress.finish(task)
     report = SourceReport(
-        name=spec.name, path=spec.path, format=reader.format, kind=spec.kind, domain=spec.domain,
-        license=spec.license, sha256=sha256_file(reader.path) if reader.path.is_file() else None,
+        name=spec.name, path=written_path, format=reader.format, kind=spec.kind, domain=spec.domain,
+        license=written_license, sha256=sha256_file(reader.path) if reader.path.is_file() else None,
         records=reader.stats.records, blank_lines=reader.stats.blank_lines, stages=list(counts.values()),
     )
     return (pa.concat_tables(tables) if tables else empty_table()), report
@@ -197,14 +204,15 @@ def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Tab
     ids = make_ids(spec.name, df["_key"].to_list())
     lit = pl.lit
     trace_format = spec.trace_format if isinstance(spec, QASource) else "none"
+    path, license = loaded.provenance(spec.name)
     df = df.with_columns(
         id=pl.Series(ids, dtype=pl.String),
         domain=lit(spec.domain),
         kind=lit(spec.kind),
         split=lit(spec.output_split),
         source=pl.struct(
-            name=lit(spec.name), path=lit(spec.path), split=lit(spec.split),
-            row=pl.col("_row"), line=pl.col("_line"), license=lit(spec.license, dtype=pl.String),
+            name=lit(spec.name), path=lit(path), split=lit(spec.split),
+            row=pl.col("_row"), line=pl.col("_line"), license=lit(license, dtype=pl.String),
         ),
         trace_format=lit(trace_format),
         meta=pl.col("_meta"),
@@ -213,7 +221,7 @@ def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Tab
     return conform(df)
 
 
-def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, rejected: pl.DataFrame) -> None:
+def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, source_path: str, rejected: pl.DataFrame) -> None:
     """Standardize rejects keep the mapped fields, as JSON, so the reason can be checked by eye."""
     if rejected.height == 0:
         return
@@ -221,7 +229,7 @@ def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, rejected: pl.Da
     quarantine.add_frame("standardize", rejected.select(
         reason=pl.col("_reject"),
         source_name=pl.lit(spec.name),
-        source_path=pl.lit(spec.path),
+        source_path=pl.lit(source_path),
         source_row=pl.col("_row"),
         source_line=pl.col("_line"),
         id=pl.col("_key").map_elements(lambda k: make_id(spec.name, k), return_dtype=pl.String),

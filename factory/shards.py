@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +49,8 @@ def partitions(table: pa.Table) -> dict[tuple[str, str], pa.Table]:
     return {k: pa.concat_tables(runs[k]) for k in sorted(runs)}
 
 
-def write_shards(table: pa.Table, out: Path, options: ShardOptions, threads: int = 2) -> list[ShardFile]:
+def write_shards(table: pa.Table, out: Path, options: ShardOptions, threads: int = 2,
+                 on_start: Callable[[int], None] | None = None, on_file: Callable[[], None] | None = None) -> list[ShardFile]:
     """Write every (domain, split) partition in row order, ``max_rows`` rows per file at most.
     Files are independent, so they are encoded on a few threads (pyarrow releases the GIL);
     the list comes back in layout order whatever the threads do."""
@@ -59,11 +61,16 @@ def write_shards(table: pa.Table, out: Path, options: ShardOptions, threads: int
             rel = f"data/{domain}/{split}-{i:05d}-of-{n:05d}.parquet"
             jobs.append((rel, domain, split, part.slice(i * options.max_rows, options.max_rows)))
 
+    if on_start:
+        on_start(len(jobs))
+
     def write(job: tuple[str, str, str, pa.Table]) -> ShardFile:
         rel, domain, split, chunk = job
         path = out / rel
         write_parquet_atomic(chunk, path, compression=options.compression,
                              compression_level=options.compression_level, row_group_rows=options.row_group_rows)
+        if on_file:
+            on_file()
         return ShardFile(rel, domain, split, chunk.num_rows, sha256_file(path))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -39,6 +39,15 @@ class LoadedRecipe:
     def base_dir(self) -> Path:
         return self.path.parent
 
+    def provenance(self, source_name: str) -> tuple[str, str | None]:
+        """(path, license) of a source as written in the recipe, for rows, manifest and card:
+        a ${VAR} there stays a reference, so no expanded value (a secret, a machine-specific
+        directory) is ever written out."""
+        for src in self.as_written["sources"]:
+            if src["name"] == source_name:
+                return src["path"], src.get("license")
+        raise KeyError(source_name)
+
 
 @dataclass(order=True)
 class Problem:
