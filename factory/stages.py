@@ -8,11 +8,12 @@ the rows it rejects, each rejected row with a ``reason``. The pipeline does the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import polars as pl
 import pyarrow as pa
 
+from factory.registry import Registry
 from factory.rows import ROW_SCHEMA
 
 
@@ -29,16 +30,8 @@ class Stage:
         raise NotImplementedError
 
 
-STAGES: dict[str, type[Stage]] = {}
-
-
-def register_stage(name: str) -> Callable[[type[Stage]], type[Stage]]:
-    def deco(cls: type[Stage]) -> type[Stage]:
-        cls.name = name
-        STAGES[name] = cls
-        return cls
-
-    return deco
+STAGES: Registry[type[Stage]] = Registry("stage", name_attr="name")
+register_stage = STAGES.register
 
 
 @register_stage("unique_ids")

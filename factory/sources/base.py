@@ -14,6 +14,8 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import pyarrow as pa
 
+from factory.registry import Registry
+
 from factory.errors import InputError
 from factory.recipe.model import SourceBase
 
@@ -124,16 +126,8 @@ def _truncate(batch: RawBatch, n: int) -> RawBatch:
     )
 
 
-READERS: dict[str, type[Reader]] = {}
-
-
-def register_reader(name: str) -> Callable[[type[Reader]], type[Reader]]:
-    def deco(cls: type[Reader]) -> type[Reader]:
-        cls.format = name
-        READERS[name] = cls
-        return cls
-
-    return deco
+READERS: Registry[type[Reader]] = Registry("reader format", name_attr="format")
+register_reader = READERS.register
 
 
 def is_gzip(path: Path) -> bool:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.recipe.model import QASource, SourceBase
+from factory.registry import Registry
 from factory.sources.base import RawBatch, Reject
 from factory.sources.fields import compile_parts, compile_path, parse_path
 
@@ -244,15 +245,8 @@ def unescape(expr: pl.Expr) -> pl.Expr:
 
 
 Mapper = Callable[[SourceBase, RawBatch], tuple[pl.DataFrame, list[Reject]]]
-MAPPERS: dict[str, Mapper] = {}
-
-
-def register_mapper(kind: str) -> Callable[[Mapper], Mapper]:
-    def deco(fn: Mapper) -> Mapper:
-        MAPPERS[kind] = fn
-        return fn
-
-    return deco
+MAPPERS: Registry[Mapper] = Registry("row kind")
+register_mapper = MAPPERS.register
 
 
 @register_mapper("qa")

@@ -9,11 +9,12 @@ flags and ``_reject``: null for a good row, otherwise the reason it goes to quar
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import polars as pl
 
 from factory.recipe.model import TraceOptions
+from factory.registry import Registry
 
 STEP_DTYPE = pl.Struct({"tag": pl.String, "text": pl.String})
 EMPTY_STEPS = pl.lit([], dtype=pl.List(STEP_DTYPE))
@@ -29,16 +30,8 @@ class TraceFormat:
         raise NotImplementedError
 
 
-TRACE_FORMATS: dict[str, type[TraceFormat]] = {}
-
-
-def register_format(name: str) -> Callable[[type[TraceFormat]], type[TraceFormat]]:
-    def deco(cls: type[TraceFormat]) -> type[TraceFormat]:
-        cls.name = name
-        TRACE_FORMATS[name] = cls
-        return cls
-
-    return deco
+TRACE_FORMATS: Registry[type[TraceFormat]] = Registry("trace format", name_attr="name")
+register_format = TRACE_FORMATS.register
 
 
 # ---- expression helpers --------------------------------------------------------------------
