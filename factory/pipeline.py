@@ -31,7 +31,7 @@ from factory.output import publish_dir, sha256_file, staging_dir, write_bytes_at
 from factory.quarantine import Quarantine
 from factory.recipe import LoadedRecipe
 from factory.recipe.model import QASource, SourceBase
-from factory.rows import ROW_SCHEMA, conform, empty_table, make_id, make_ids
+from factory.rows import ROW_SCHEMA, conform, empty_table, make_ids, make_row_ids
 from factory.shards import write_shards
 from factory.sources import open_source
 from factory.sources.mapping import MAPPERS
@@ -226,12 +226,12 @@ def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quar
 
 def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Table:
     """Mapped + standardised columns → canonical rows: ids, domain, provenance, recipe."""
-    ids = make_ids(spec.name, df["_key"].to_list())
+    ids = _ids(spec, df)
     lit = pl.lit
     trace_format = spec.trace_format if isinstance(spec, QASource) else "none"
     path, license = loaded.provenance(spec.name)
     df = df.with_columns(
-        id=pl.Series(ids, dtype=pl.String),
+        id=ids,
         domain=lit(spec.domain),
         kind=lit(spec.kind),
         split=lit(spec.output_split),
@@ -246,6 +246,12 @@ def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Tab
     return conform(df)
 
 
+def _ids(spec: SourceBase, df: pl.DataFrame) -> pl.Series:
+    if spec.id_field is None:
+        return pl.Series(make_row_ids(spec.name, df["_row"].to_numpy()))
+    return pl.Series(make_ids(spec.name, df["_key"].to_list()), dtype=pl.String)
+
+
 def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, source_path: str, rejected: pl.DataFrame) -> None:
     """Standardize rejects keep the mapped fields, as JSON, so the reason can be checked by eye."""
     if rejected.height == 0:
@@ -257,7 +263,7 @@ def _quarantine_mapped(quarantine: Quarantine, spec: SourceBase, source_path: st
         source_path=pl.lit(source_path),
         source_row=pl.col("_row"),
         source_line=pl.col("_line"),
-        id=pl.col("_key").map_elements(lambda k: make_id(spec.name, k), return_dtype=pl.String),
+        id=_ids(spec, rejected),
         raw=pl.struct(fields).struct.json_encode(),
     ))
 

@@ -93,13 +93,15 @@ def test_rows_match_the_committed_row_json_schema(quickstart):
 
 
 def test_ids_are_unique_and_stable(quickstart):
-    from factory.rows import make_id
+    from factory.rows import make_id, make_row_id
 
     rows = _rows(quickstart)
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == len(ids)
     first = _rows(quickstart, source="gsm8k")[0]
-    assert first["id"] == make_id("gsm8k", "0") == "4350e0749d14f8c3"   # same on every machine
+    assert first["id"] == make_row_id("gsm8k", 0) == "a9487e798dc1e86f"    # same on every machine
+    sqa = _rows(quickstart, source="strategyqa")[0]
+    assert sqa["id"] == make_id("strategyqa", "e0044a7b4d146d611e73") == "b0cf67c48783a1d1"
 
 
 def test_two_runs_are_byte_identical(quickstart, tmp_path):

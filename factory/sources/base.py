@@ -10,7 +10,7 @@ import gzip
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -39,8 +39,8 @@ class RawBatch:
     (``table``, from a reader's fast path), plus the rejects of the same stretch of the file."""
 
     records: list[Any] | None = None
-    rows: list[int] = field(default_factory=list)
-    lines: list[int | None] = field(default_factory=list)
+    rows: Sequence[int] = field(default_factory=list)          # 0-based record index (list or numpy)
+    lines: Sequence[int | None] | None = field(default_factory=list)   # None: the format has no lines
     rejects: list[Reject] = field(default_factory=list)
     table: pa.Table | None = None
     raw_text: Callable[[int], str] | None = None    # original text of good record i, when known
@@ -108,7 +108,7 @@ def _truncate(batch: RawBatch, n: int) -> RawBatch:
     if not batch.rejects:
         return RawBatch(
             records=batch.records[:n] if batch.records is not None else None,
-            rows=batch.rows[:n], lines=batch.lines[:n],
+            rows=batch.rows[:n], lines=batch.lines[:n] if batch.lines is not None else None,
             table=batch.table.slice(0, n) if batch.table is not None else None, raw_text=batch.raw_text,
         )
     records = batch.get_records()
@@ -120,7 +120,7 @@ def _truncate(batch: RawBatch, n: int) -> RawBatch:
     return RawBatch(
         records=[records[i] for i in ok],
         rows=[batch.rows[i] for i in ok],
-        lines=[batch.lines[i] for i in ok],
+        lines=[batch.lines[i] for i in ok] if batch.lines is not None else None,
         rejects=[batch.rejects[i] for i in rej],
         raw_text=(lambda i, f=batch.raw_text, ok=ok: f(ok[i])) if batch.raw_text else None,
     )

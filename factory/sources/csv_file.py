@@ -33,7 +33,7 @@ class CsvReader(Reader):
             table, lines = fast
             for start in range(0, table.num_rows, BATCH_RECORDS):
                 n = min(BATCH_RECORDS, table.num_rows - start)
-                yield RawBatch(table=table.slice(start, n), rows=list(range(start, start + n)), lines=lines[start:start + n])
+                yield RawBatch(table=table.slice(start, n), rows=np.arange(start, start + n), lines=lines[start:start + n])
             return
         yield from self._careful(data, delimiter)
 
@@ -83,7 +83,7 @@ class CsvReader(Reader):
             yield batch
 
 
-def _fast_table(data: bytes, delimiter: str) -> tuple[pa.Table, list[int]] | None:
+def _fast_table(data: bytes, delimiter: str) -> tuple[pa.Table, np.ndarray] | None:
     """The records as a table, and their first lines, via pyarrow.csv; None when the file needs the careful path
     (invalid UTF-8, ragged rows, blank lines, duplicate column names)."""
     try:
@@ -113,4 +113,4 @@ def _fast_table(data: bytes, delimiter: str) -> tuple[pa.Table, list[int]] | Non
     total_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if int(starts[-1] + spans[-1] - 1) != total_lines:
         return None
-    return table, starts.tolist()
+    return table, starts

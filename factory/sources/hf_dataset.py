@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
+
 from factory.errors import InputError
 from factory.sources.base import BATCH_RECORDS, RawBatch, Reader, register_reader
 
@@ -44,5 +46,5 @@ class HFDatasetReader(Reader):
         row = 0
         for table in ds.with_format("arrow").iter(batch_size=BATCH_RECORDS):
             n = table.num_rows
-            yield RawBatch(table=table, rows=list(range(row, row + n)), lines=[None] * n)
+            yield RawBatch(table=table, rows=np.arange(row, row + n), lines=None)
             row += n

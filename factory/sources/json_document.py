@@ -36,7 +36,7 @@ class JsonDocumentReader(Reader):
                 table, lines, text_of = fast
                 for start in range(0, table.num_rows, BATCH_RECORDS):
                     end = min(start + BATCH_RECORDS, table.num_rows)
-                    yield RawBatch(table=table.slice(start, end - start), rows=list(range(start, end)),
+                    yield RawBatch(table=table.slice(start, end - start), rows=np.arange(start, end),
                                    lines=lines[start:end], raw_text=lambda i, s=start: text_of(s + i))
                 return
         text, had_errors = decode(data)
@@ -83,7 +83,7 @@ class JsonDocumentReader(Reader):
             yield record, None, None
 
 
-def _fast_array(data: bytes, keys: list[str]) -> tuple[pa.Table, list[int], Any] | None:
+def _fast_array(data: bytes, keys: list[str]) -> tuple[pa.Table, np.ndarray, Any] | None:
     """A well-formed array of objects → (table of the mapped keys, line of each element, raw
     text getter); None for anything else (syntax error, bad bytes, non-object elements)."""
     layout = _array_layout(data)
@@ -103,7 +103,7 @@ def _fast_array(data: bytes, keys: list[str]) -> tuple[pa.Table, list[int], Any]
     if table is None or table.num_rows != len(starts):
         return None
     newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
-    lines = (np.searchsorted(newlines, starts) + 1).tolist()
+    lines = np.searchsorted(newlines, starts) + 1
 
     def text_of(i: int) -> str:
         return printable(data[starts[i]:ends[i] + 1].decode("utf-8", "surrogateescape"))

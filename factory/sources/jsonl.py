@@ -35,8 +35,8 @@ class JsonlReader(Reader):
                         n = min(BATCH_RECORDS, table.num_rows - start)
                         yield RawBatch(
                             table=table.slice(start, n),
-                            rows=list(range(row + start, row + start + n)),
-                            lines=[line_base + ln for ln in content_lines[start:start + n]],
+                            rows=np.arange(row + start, row + start + n),
+                            lines=line_base + content_lines[start:start + n],
                             raw_text=lambda i, s=start: text_of(s + i),
                         )
                     row += table.num_rows
@@ -119,7 +119,7 @@ def _fast_block(block: bytes, keys: list[str]):
         j = content[i]
         return printable(block[starts[j]:ends[j]].decode("utf-8", "surrogateescape").rstrip("\r"))
 
-    return table, (content + 1).tolist(), text_of, int(len(starts) - len(content))
+    return table, content + 1, text_of, int(len(starts) - len(content))
 
 
 def _reason(line: bytes, err: orjson.JSONDecodeError) -> str:

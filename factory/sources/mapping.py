@@ -185,9 +185,9 @@ class Batch:
         return pa.array(out, type=OPTION_TYPE)
 
     def keys(self, spec: SourceBase) -> pa.Array:
-        """The id key of each row: the ``id_field`` value, else the record index."""
+        """The id key of each row: the ``id_field`` value; null when the record index is the key."""
         if spec.id_field is None:
-            return pa.array([str(r) for r in self.raw.rows], type=pa.string())
+            return pa.nulls(self.n, type=pa.string())
         arr = self.arrow(spec.id_field)
         if arr is not None and arr.null_count == 0 and (_is_text(arr.type) or pa.types.is_integer(arr.type)):
             return arr.cast(pa.string())
@@ -212,7 +212,7 @@ class Batch:
         """Columns + provenance → a DataFrame of the good rows, and the rejects in file order."""
         columns = {
             "_row": pa.array(self.raw.rows, type=pa.int64()),
-            "_line": pa.array(self.raw.lines, type=pa.int64()),
+            "_line": pa.array(self.raw.lines, type=pa.int64()) if self.raw.lines is not None else pa.nulls(self.n, pa.int64()),
             "_key": self.keys(spec),
             "_meta": self.meta(spec),
             **columns,
@@ -224,7 +224,9 @@ class Batch:
         bad = sorted(self.problems.first)
         keep = np.ones(self.n, dtype=bool)
         keep[bad] = False
-        rejects = [Reject(self.raw.rows[i], self.raw.lines[i], self.problems.first[i], self.raw.raw(i)) for i in bad]
+        lines = self.raw.lines
+        rejects = [Reject(int(self.raw.rows[i]), None if lines is None or lines[i] is None else int(lines[i]),
+                          self.problems.first[i], self.raw.raw(i)) for i in bad]
         return df.filter(pl.Series(keep)), rejects
 
 
@@ -264,10 +266,11 @@ def map_qa(spec: SourceBase, raw: RawBatch) -> tuple[pl.DataFrame, list[Reject]]
         "facts": b.text_list("facts", f.facts),
         "subquestions": b.text_list("subquestions", f.subquestions),
     })
-    context = pl.col("context").str.strip_chars()
-    question = pl.when(context.is_not_null() & (context != "")).then(
-        pl.concat_str(pl.col("question").str.strip_chars(), pl.lit("\n\n"), context)
-    ).otherwise(pl.col("question").str.strip_chars())
+    question = pl.col("question").str.strip_chars()
+    if f.context is not None:
+        context = pl.col("context").str.strip_chars()
+        question = pl.when(context.is_not_null() & (context != "")).then(
+            pl.concat_str(question, pl.lit("\n\n"), context)).otherwise(question)
     if spec.unescape_newlines:
         question = unescape(question)
     return df.with_columns(question=question).drop("context"), rejects

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,5 +25,5 @@ class ParquetReader(Reader):
         for rb in pf.iter_batches(batch_size=BATCH_RECORDS):
             self.stats.bytes += rb.nbytes
             n = rb.num_rows
-            yield RawBatch(table=pa.Table.from_batches([rb]), rows=list(range(row, row + n)), lines=[None] * n)
+            yield RawBatch(table=pa.Table.from_batches([rb]), rows=np.arange(row, row + n), lines=None)
             row += n

@@ -17,7 +17,11 @@ def standardize(df: pl.DataFrame, spec: SourceBase) -> pl.DataFrame:
         return df.with_columns(_reject=pl.lit(None, dtype=pl.String))
     # Text that was already mangled upstream (U+FFFD where bytes were lost) is checked before the
     # format rewrites the answer column, which may hold the whole solution (GSM8K).
-    df = df.with_columns(_text=pl.coalesce("trace", "answer")).with_columns(_garbled=first_reject(
+    # Most sources map either a trace or an answer holding the solution: then _text is that
+    # column itself (no copy); coalesce only when both are partly there.
+    text = pl.col("answer") if df["trace"].null_count() == df.height else (
+        pl.col("trace") if df["answer"].null_count() == df.height else pl.coalesce("trace", "answer"))
+    df = df.with_columns(_text=text).with_columns(_garbled=first_reject(
         (pl.col("question").str.contains(_GARBLED, literal=True), "garbled question: contains U+FFFD replacement characters"),
         (pl.col("_text").str.contains(_GARBLED, literal=True), "garbled trace: contains U+FFFD replacement characters"),
     ))
