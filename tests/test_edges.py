@@ -192,3 +192,15 @@ def test_row_ids_match_a_plain_python_splitmix64():
     assert make_row_ids("src", rows).to_pylist() == [format(splitmix64(seed ^ int(r)), "016x") for r in rows]
     many = make_row_ids("src", np.arange(200_000)).to_pylist()
     assert len(set(many)) == len(many)
+
+
+@pytest.mark.parametrize("name, body", [
+    ("bom.csv", "question,answer\n" + "\n".join(f'"{r["question"]}","{r["answer"]}"' for r in GSM8K[:4]) + "\n"),
+    ("bom.jsonl", "\n".join(json.dumps(r) for r in GSM8K[:4]) + "\n"),
+    ("bom.json", json.dumps(GSM8K[:4])),
+])
+def test_utf8_byte_order_mark_is_ignored(tmp_path, run_recipe, name, body):
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())
+    _, rows, quarantined = run_recipe(gsm_recipe(name))
+    assert len(rows) == 4 and not quarantined
+    assert rows[0]["question"] == GSM8K[0]["question"]

@@ -143,12 +143,17 @@ def open_binary(path: Path) -> io.BufferedIOBase:
         raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_bytes(path: Path) -> bytes:
+    """The whole file (gzip looked through), without a UTF-8 byte-order mark (Excel writes one)."""
     with open_binary(path) as f:
         try:
-            return f.read()
+            data = f.read()
         except (OSError, EOFError) as e:  # truncated / corrupt gzip
             raise InputError(f"{path}: cannot read: {e}") from None
+    return data[3:] if data.startswith(UTF8_BOM) else data
 
 
 def decode(data: bytes) -> tuple[str, bool]:

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from factory.sources.arrow_json import SAMPLE, loads_sample, needed_keys, read_objects, sample_schema
-from factory.sources.base import BATCH_RECORDS, RawBatch, Reader, Reject, open_binary, printable, register_reader
+from factory.sources.base import BATCH_RECORDS, UTF8_BOM, RawBatch, Reader, Reject, open_binary, printable, register_reader
 
 BLOCK_BYTES = 16 << 20
 _WS = np.array([0x20, 0x09, 0x0D, 0x0A], dtype=np.uint8)
@@ -71,8 +71,12 @@ class JsonlReader(Reader):
 def _blocks(f: IO[bytes]) -> Iterator[bytes]:
     """Blocks of whole lines, about BLOCK_BYTES each."""
     carry = b""
+    first = True
     while True:
         chunk = f.read(BLOCK_BYTES)
+        if first and chunk.startswith(UTF8_BOM):
+            chunk = chunk[3:]
+        first = False
         if not chunk:
             if carry:
                 yield carry
