@@ -35,7 +35,6 @@ from factory.rows import ROW_SCHEMA, conform, empty_table, make_ids, make_row_id
 from factory.shards import write_shards
 from factory.sources import open_source
 from factory.sources.mapping import MAPPERS
-from factory.sources import dialogue  # noqa: F401  (registers the conversation/preference mappers)
 from factory.stages import STAGES
 from factory.standardize import standardize
 

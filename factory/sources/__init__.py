@@ -6,7 +6,7 @@ from pathlib import Path
 
 from factory.errors import InputError
 from factory.recipe.model import SourceBase
-from factory.sources import csv_file, hf_dataset, json_document, jsonl, parquet_file  # noqa: F401  (registers)
+from factory.sources import csv_file, dialogue, hf_dataset, json_document, jsonl, mapping, parquet_file  # noqa: F401  (registers)
 from factory.sources.base import READERS, RawBatch, Reader, Reject, sniff_format
 
 

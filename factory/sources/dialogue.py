@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any, Callable
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 from factory.errors import InputError
 from factory.recipe.model import ConversationSource, PreferenceSource, SourceBase
 from factory.sources.base import RawBatch, Reject
-from factory.sources.mapping import MESSAGE_TYPE, Batch, FieldProblem, register_mapper, type_name, unescape, where
+from factory.sources.mapping import MESSAGE_TYPE, Batch, FieldProblem, has_text, register_mapper, type_name, unescape, where
 
 Message = dict[str, str]
 _CANONICAL = {"system": "system", "user": "user", "assistant": "assistant"}
@@ -149,26 +150,47 @@ def _map_turns(spec: ConversationSource, raw: RawBatch) -> tuple[pl.DataFrame, l
         parts = [columns[f"_t{k}_{j}"] for j in range(len(paths))]
         has = None
         for arr in parts:
-            filled = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(arr), ""), False)
+            filled = pc.fill_null(has_text(arr), False)
             has = filled if has is None else pc.or_(has, filled)
         b.problems.add_where(pc.invert(has), lambda i, k=k, p=paths: f"missing field {where(f'turns[{k}].content', p[0])}")
     df, rejects = b.finish(spec, columns)
-    contents = []
+    # Each turn's text is computed once into a column, then the messages are assembled from
+    # the columns (polars would otherwise evaluate the strip/concat again per use).
+    turn_cols = {}
     for k, turn in enumerate(turns):
         parts = [c for c in df.columns if c.startswith(f"_t{k}_")]
-        cleaned = [pl.when(pl.col(c).str.strip_chars() != "").then(pl.col(c).str.strip_chars()) for c in parts]
-        contents.append(pl.concat_str(cleaned, separator="\n\n", ignore_nulls=True))
-    messages = pl.concat_list([pl.struct(role=pl.lit(r), content=c) for r, c in zip(mapped, contents)])
-    system = pl.col("system").str.strip_chars()
+        cleaned = [pl.when(pl.col(c).str.contains(r"\S")).then(pl.col(c).str.strip_chars()) for c in parts]
+        turn_cols[f"_turn{k}"] = cleaned[0] if len(cleaned) == 1 else pl.concat_str(cleaned, separator="\n\n", ignore_nulls=True)
+    df = df.with_columns(**turn_cols)
+    system = None
     if spec.fields.system:
-        system_turn = pl.concat_list(pl.struct(role=pl.lit("system"), content=system))
-        messages = pl.when(system.is_not_null() & (system != "")).then(pl.concat_list(system_turn, messages)).otherwise(messages)
+        system = df.select(pl.when(pl.col("system").str.contains(r"\S")).then(pl.col("system").str.strip_chars()))
+        system = system.to_series().to_arrow()
+    messages = fixed_turn_messages([df[f"_turn{k}"].to_arrow() for k in range(len(turns))], mapped, system)
     last_user = max(i for i, r in enumerate(mapped) if r == "user")
-    answer = contents[-1] if mapped[-1] == "assistant" else pl.lit(None, dtype=pl.String)
+    answer = pl.col(f"_turn{len(turns) - 1}") if mapped[-1] == "assistant" else pl.lit(None, dtype=pl.String)
     return df.select(
-        "_row", "_line", "_key", "_meta",
-        question=contents[last_user], answer=answer, messages=messages,
-    ), rejects
+        "_row", "_line", "_key", "_meta", question=pl.col(f"_turn{last_user}"), answer=answer,
+    ).with_columns(messages=pl.Series(messages)), rejects
+
+
+def fixed_turn_messages(contents: list[pa.Array], roles: list[str], system: pa.Array | None) -> pa.Array:
+    """Messages of conversations with the same turns in every row, built on Arrow buffers: the
+    turn columns are interleaved with one take (polars' concat_list of structs was the slowest
+    step of a counsel-chat run). A system turn is included where that row has one."""
+    cols = ([system] if system is not None else []) + contents
+    names = (["system"] if system is not None else []) + roles
+    n, t = len(contents[0]), len(cols)
+    keep = np.ones((n, t), dtype=bool)
+    if system is not None:
+        keep[:, 0] = system.is_valid().to_numpy(zero_copy_only=False)
+    flat = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]).cast(pa.string())
+    index = (np.arange(t)[None, :] * n + np.arange(n)[:, None])[keep]      # row-major, kept turns
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    role = pa.array(names, type=pa.string()).take(pa.array(np.tile(np.arange(t), (n, 1))[keep]))
+    values = pa.StructArray.from_arrays([role, flat.take(pa.array(index))], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def _conversation_builder(spec: ConversationSource) -> Callable[[dict[str, Any]], dict[str, Any]]:

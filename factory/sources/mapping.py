@@ -54,6 +54,11 @@ class Problems:
             self.add(int(i), reason(int(i)))
 
 
+def has_text(arr: pa.Array) -> pa.Array:
+    """True where a string holds something other than whitespace (a scan, no trimmed copy)."""
+    return pc.match_substring_regex(arr, r"\S")
+
+
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
@@ -122,7 +127,7 @@ class Batch:
             except (pa.ArrowTypeError, pa.ArrowInvalid):
                 arr = pa.array([self._coerce_text(i, v, name, path, scalars) for i, v in enumerate(values)], type=pa.string())
         if required and path is not None:
-            blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
+            blank = pc.invert(pc.fill_null(has_text(arr), False))
             nulls = arr.is_null()
             self.problems.add_where(blank, lambda i: f"{'missing' if nulls[i].as_py() else 'empty'} field {where(name, path)}")
         return arr

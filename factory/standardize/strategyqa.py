@@ -16,11 +16,16 @@ class StrategyQA(TraceFormat):
     def apply(self, df: pl.DataFrame, options: TraceOptions) -> pl.DataFrame:
         answer = pl.col("answer").str.strip_chars().str.to_lowercase().replace({"true": "yes", "false": "no"})
         facts = pl.col("facts").list.eval(pl.element().str.strip_chars()).list.filter(pl.element() != "")
+        # Nested list expressions each get their own with_columns (polars runs an expression
+        # single-threaded when it shares a with_columns with others).
         return df.with_columns(
-            subquestions=subquestion_structs(pl.col("subquestions")),
             _forward=forward_refs(pl.col("subquestions")),
+        ).with_columns(
+            subquestions=subquestion_structs(pl.col("subquestions")),
+        ).with_columns(
             facts=facts,
-            steps=steps_of(facts),
+        ).with_columns(
+            steps=steps_of(pl.col("facts")),
             answer=answer,
             gold_answer=answer,
         ).with_columns(
