@@ -64,7 +64,8 @@ def versions() -> dict[str, str]:
 
 
 def build_manifest(*, recipe_name: str, recipe_sha: str, recipe: dict[str, Any], sources: list[SourceReport],
-                   stages: list[StageCount], shards: list[dict], quarantine: list[dict]) -> dict[str, Any]:
+                   stages: list[StageCount], shards: list[dict], quarantine: list[dict],
+                   reports: dict[str, Any] | None = None) -> dict[str, Any]:
     domains: dict[str, dict[str, int]] = {}
     for s in shards:
         d = domains.setdefault(s["domain"], {})
@@ -79,6 +80,7 @@ def build_manifest(*, recipe_name: str, recipe_sha: str, recipe: dict[str, Any],
         "sources": [{**asdict(s), "stages": [asdict(c) for c in s.stages]} for s in sources],
         "shards": shards,
         "quarantine": quarantine,
+        "reports": reports or {},
     }
 
 

@@ -35,14 +35,16 @@ from factory.rows import ROW_SCHEMA, conform, empty_table, make_ids, make_row_id
 from factory.shards import write_shards
 from factory.sources import open_source
 from factory.sources.mapping import MAPPERS
-from factory.stages import STAGES
+from factory.clean.decontaminate import Decontaminate
+from factory.clean.dedup import Dedup
+from factory.clean.validate import Validate, prefetch_great_expectations
+from factory.stages import Stage, StageContext, UniqueIds
 from factory.standardize import standardize
 
 SOURCE_STAGES = ("read", "map", "standardize")
 # Sources, and shard files, are processed this many at a time (Arrow and polars do the heavy
 # work and release the GIL). COT_FACTORY_THREADS overrides.
 SOURCE_THREADS = int(os.environ.get("COT_FACTORY_THREADS", str(min(8, os.cpu_count() or 2))))
-TABLE_STAGES = ("unique_ids",)
 
 
 class Progress(Protocol):
@@ -108,7 +110,11 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     seconds: dict[str, float] = {}
     quarantine = Quarantine()
-    totals = {name: StageCount(name) for name in SOURCE_STAGES + TABLE_STAGES + ("shards",)}
+    ctx = StageContext.of(loaded)
+    table_stages = build_table_stages(ctx)
+    if recipe.validate_ is not None:
+        prefetch_great_expectations()     # seconds of imports, overlapped with reading
+    totals = {name: StageCount(name) for name in SOURCE_STAGES + tuple(s.label for s in table_stages) + ("shards",)}
 
     # 1. Sources: read → map → standardize → assemble, batch by batch. Sources are independent
     #    until here, so they run on a small thread pool (the heavy work is in Arrow/polars, which
@@ -133,12 +139,16 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         seconds[f"source:{spec.name}"] = secs
     table = pa.concat_tables(tables) if tables else empty_table()
 
-    # 2. Whole-table stages (ids now; teacher, steps, dedup, validation plug in here).
+    # 2. Whole-table stages: ids, dedup, decontamination, validation (teacher and steps plug in
+    #    between dedup passes).
     rows_by_source = {r.name: r.stages[-1].rows_out for r in reports}
-    for name in TABLE_STAGES:
+    reports_by_stage: dict[str, dict] = {}
+    stage_files: dict[str, bytes] = {}
+    for st in table_stages:
+        name = st.label
         t0 = time.perf_counter()
         progress.start(name, total=table.num_rows)
-        result = STAGES[name]().run(table)
+        result = st.run(table)
         progress.advance(name, table.num_rows)
         progress.finish(name)
         _quarantine_rows(quarantine, name, result.rejected)
@@ -146,6 +156,9 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
             for src, k in result.rejected.select(pl.col("source").struct.field("name")).to_series().value_counts().iter_rows():
                 rows_by_source[src] -= k
         _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height)
+        if result.report is not None:
+            reports_by_stage[name] = result.report
+        stage_files.update(result.files)
         table = result.kept
         seconds[name] = time.perf_counter() - t0
 
@@ -165,9 +178,12 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         quarantine_files.append({"path": rel, "stage": name, "rows": q.num_rows, "sha256": sha256_file(stage / rel)})
     for report in reports:
         report.rows = rows_by_source.get(report.name, 0)
+    for rel, data in sorted(stage_files.items()):
+        write_bytes_atomic(stage / rel, data)
     manifest = build_manifest(
         recipe_name=recipe.name, recipe_sha=loaded.sha256, recipe=loaded.as_written, sources=reports,
         stages=list(totals.values()), shards=[s.to_json() for s in shards], quarantine=quarantine_files,
+        reports=_stable_reports(reports_by_stage),
     )
     write_bytes_atomic(stage / "manifest.json", dumps(manifest))
     sizes = {s.path: (stage / s.path).stat().st_size for s in shards}
@@ -245,6 +261,34 @@ def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Tab
     return conform(df)
 
 
+def build_table_stages(ctx: StageContext) -> list[Stage]:
+    """The whole-table stages a recipe asks for, in pipeline order."""
+    recipe = ctx.loaded.recipe
+    stages: list[Stage] = [UniqueIds(ctx)]
+    dedup = recipe.dedup
+    if dedup is not None and (dedup.exact or dedup.minhash) and "before_teacher" in dedup.when:
+        stages.append(Dedup(ctx, dedup, label="dedup", threads=SOURCE_THREADS))
+    # teacher (#3) and steps (#4) run here
+    if dedup is not None and (dedup.exact or dedup.minhash) and "after_teacher" in dedup.when:
+        stages.append(Dedup(ctx, dedup, label="dedup_after_teacher", threads=SOURCE_THREADS))
+    if dedup is not None and dedup.decontaminate:
+        stages.append(Decontaminate(ctx, dedup))
+    if recipe.validate_ is not None:
+        stages.append(Validate(ctx, recipe.validate_))
+    return stages
+
+
+def _stable_reports(reports: dict[str, dict]) -> dict[str, dict]:
+    """Stage reports without timings: the manifest must not change between identical runs."""
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    return {k: strip(v) for k, v in reports.items()}
+
+
 def _ids(spec: SourceBase, df: pl.DataFrame) -> pl.Series:
     if spec.id_field is None:
         return pl.Series(make_row_ids(spec.name, df["_row"].to_numpy()))
@@ -274,6 +318,7 @@ def _quarantine_rows(quarantine: Quarantine, stage: str, rejected: pl.DataFrame)
     row_cols = [c for c in ROW_SCHEMA.names if c in rejected.columns]
     quarantine.add_frame(stage, rejected.select(
         reason=pl.col("reason"),
+        detail=pl.col("detail") if "detail" in rejected.columns else pl.lit(None, dtype=pl.String),
         source_name=pl.col("source").struct.field("name"),
         source_path=pl.col("source").struct.field("path"),
         source_row=pl.col("source").struct.field("row"),

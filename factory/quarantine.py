@@ -20,6 +20,7 @@ QUARANTINE_SCHEMA = pa.schema([
     pa.field("source_line", pa.int64()),
     pa.field("id", pa.string()),
     pa.field("raw", pa.string()),   # the rejected record / line / row, as JSON or original text
+    pa.field("detail", pa.string()),  # JSON with what a stage measured (jaccard, matched n-gram, expectation)
 ])
 _POLARS = pl.from_arrow(QUARANTINE_SCHEMA.empty_table()).schema
 
@@ -40,6 +41,7 @@ class Quarantine:
             "source_line": [r.line for r in rejects],
             "id": [None] * len(rejects),
             "raw": [r.raw for r in rejects],
+            "detail": [None] * len(rejects),
         }, schema=_POLARS))
 
     def add_frame(self, stage: str, df: pl.DataFrame) -> None:

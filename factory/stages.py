@@ -1,30 +1,49 @@
-"""Whole-table stages: they see every source's rows at once (ids, and later dedup, validation).
+"""Whole-table stages: they see every source's rows at once (ids, dedup, decontamination,
+validation; later teacher and steps).
 
-A stage is a class registered under the name a recipe uses; it returns the rows it keeps and
-the rows it rejects, each rejected row with a ``reason``. The pipeline does the bookkeeping
-(counts, quarantine), so a stage stays a pure function of its input table.
+A stage is a class registered under the name the pipeline and manifest use; it returns the rows
+it keeps and the rows it rejects, each rejected row with a ``reason`` (and, optionally, a JSON
+``detail``), plus a report for the manifest and files to write beside the shards. The pipeline
+does the bookkeeping (counts, quarantine), so a stage stays a function of its input table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
 
+from factory.recipe import LoadedRecipe
 from factory.registry import Registry
 from factory.rows import ROW_SCHEMA
 
 
 @dataclass
+class StageContext:
+    loaded: LoadedRecipe
+    source_order: dict[str, int]          # recipe position of every source: a tie-breaker that users understand
+
+    @classmethod
+    def of(cls, loaded: LoadedRecipe) -> "StageContext":
+        return cls(loaded=loaded, source_order={s.name: i for i, s in enumerate(loaded.recipe.sources)})
+
+
+@dataclass
 class StageResult:
     kept: pa.Table
-    rejected: pl.DataFrame    # canonical rows that failed, plus a ``reason`` column
+    rejected: pl.DataFrame = field(default_factory=pl.DataFrame)   # canonical rows + ``reason`` (+ ``detail``)
+    report: dict[str, Any] | None = None                            # goes into manifest["reports"][stage]
+    files: dict[str, bytes] = field(default_factory=dict)           # written beside the shards, e.g. validation JSON
 
 
 class Stage:
     name: ClassVar[str]
+
+    def __init__(self, ctx: StageContext, label: str | None = None):
+        self.ctx = ctx
+        self.label = label or self.name       # manifest name; differs when a stage runs twice
 
     def run(self, table: pa.Table) -> StageResult:
         raise NotImplementedError
@@ -32,6 +51,16 @@ class Stage:
 
 STAGES: Registry[type[Stage]] = Registry("stage", name_attr="name")
 register_stage = STAGES.register
+
+
+def rejected_rows(table: pa.Table, mask: pa.Array, reason: pa.Array | list[str], detail: list[str | None] | None = None) -> pl.DataFrame:
+    """The rows of ``table`` where ``mask`` is true, as a frame with reason/detail columns."""
+    rows = pl.from_arrow(table.filter(mask))
+    assert isinstance(rows, pl.DataFrame)
+    rows = rows.with_columns(reason=pl.Series(reason, dtype=pl.String))
+    if detail is not None:
+        rows = rows.with_columns(detail=pl.Series(detail, dtype=pl.String))
+    return rows
 
 
 @register_stage("unique_ids")
@@ -42,7 +71,7 @@ class UniqueIds(Stage):
         # The usual case, in one hash pass (pyarrow's count_distinct merges per-chunk tables
         # slowly: it took an eighth of a 137k-row run).
         if pl.from_arrow(table["id"]).n_unique() == table.num_rows:
-            return StageResult(kept=table, rejected=pl.DataFrame())
+            return StageResult(kept=table)
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
         first = df.with_row_index("_i").group_by("id", maintain_order=True).agg(

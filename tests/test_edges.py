@@ -12,7 +12,7 @@ from conftest import DATA
 from factory.sources.csv_file import _fast_table
 from factory.sources.json_document import _array_layout
 
-GSM8K = [json.loads(line) for line in (DATA / "gsm8k" / "train.head300.jsonl").read_text().splitlines()]
+GSM8K = [json.loads(line) for line in (DATA / "gsm8k" / "train.head1000.jsonl").read_text().splitlines()[:300]]
 
 
 @pytest.mark.parametrize("data, expect", [

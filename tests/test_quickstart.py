@@ -64,7 +64,7 @@ def test_books_balance_for_every_stage_and_source(quickstart):
 
 
 def test_gsm8k_strategyqa_counsel_acceptance(quickstart):
-    gsm = [json.loads(l) for l in (REPO / "recipes/data/gsm8k/train.head300.jsonl").read_text().splitlines()]
+    gsm = [json.loads(l) for l in (REPO / "recipes/data/gsm8k/train.head1000.jsonl").read_text().splitlines()]
     rows = _rows(quickstart, source="gsm8k")
     assert len(rows) == 300
     for row in rows:
@@ -184,7 +184,7 @@ def test_load_dataset_sees_a_rerun_into_the_same_directory(tmp_path):
             name: t
             sources:
               - name: g
-                path: {DATA / 'gsm8k' / 'train.head300.jsonl'}
+                path: {DATA / 'gsm8k' / 'train.head1000.jsonl'}
                 fields: {{question: question, answer: answer}}
                 trace_format: gsm8k
                 trace_options: {{calculator: {mode}}}

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import DATA
 
-GSM8K_LINES = (DATA / "gsm8k" / "train.head300.jsonl").read_bytes().splitlines(keepends=True)
+GSM8K_LINES = (DATA / "gsm8k" / "train.head1000.jsonl").read_bytes().splitlines(keepends=True)[:300]
 
 
 def gsm8k_recipe(path: str, fmt: str = "auto", extra: str = "") -> str:

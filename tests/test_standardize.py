@@ -14,7 +14,7 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-GSM8K = _jsonl(DATA / "gsm8k" / "train.head300.jsonl")
+GSM8K = _jsonl(DATA / "gsm8k" / "train.head1000.jsonl")[:300]
 SOCRATIC = _jsonl(DATA / "gsm8k" / "test_socratic.head50.jsonl")
 AQUA = _jsonl(DATA / "aqua_rat" / "dev.json")
 STRATEGYQA = json.loads((DATA / "strategyqa" / "dev.json").read_text(encoding="utf-8"))
@@ -35,8 +35,8 @@ def qa_recipe(path, fields, trace_format, extra=""):
 
 @pytest.mark.parametrize("mode", ["action", "strip", "inline"])
 def test_gsm8k_steps_calculator_and_answer(run_recipe, mode):
-    _, rows, quarantined = run_recipe(qa_recipe(DATA / "gsm8k" / "train.head300.jsonl", "{question: question, answer: answer}",
-                                                "gsm8k", f"trace_options: {{calculator: {mode}}}"))
+    _, rows, quarantined = run_recipe(qa_recipe(DATA / "gsm8k" / "train.head1000.jsonl", "{question: question, answer: answer}",
+                                                "gsm8k", f"trace_options: {{calculator: {mode}}}\n            limit: 300"))
     assert not quarantined and len(rows) == len(GSM8K)
     for row, rec in zip(rows, GSM8K):
         body, _, final = rec["answer"].rpartition("####")

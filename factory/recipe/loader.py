@@ -272,7 +272,7 @@ def load_recipe(path: str | Path, *, check_paths: bool = True) -> LoadedRecipe:
         raise RecipeError([p.render(file) for p in sorted(problems)])
     assert recipe is not None
 
-    as_written = _unexpanded(raw, recipe.model_dump(mode="json"), env_paths)
+    as_written = _unexpanded(raw, recipe.model_dump(mode="json", by_alias=True), env_paths)
     return LoadedRecipe(recipe=recipe, path=path, as_written=as_written, sha256=canonical_sha256(as_written), env_paths=env_paths)
 
 

@@ -7,6 +7,7 @@ e.g. ``instances[0].output``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -23,7 +24,7 @@ FieldPath = Annotated[str, Field(min_length=1, description="dotted path into the
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 # ---- field mappings, one per row kind --------------------------------------------------------
@@ -183,6 +184,83 @@ Source = Annotated[
 SOURCE_KINDS = ("qa", "conversation", "preference")
 
 
+# ---- cleaning ------------------------------------------------------------------------------
+
+DedupField = Literal["question", "answer", "messages", "chosen", "rejected", "steps"]
+
+
+class Normalization(Strict):
+    """How text is normalised before it is compared (exact, MinHash and n-gram matching)."""
+
+    nfkc: bool = Field(True, description="Unicode NFKC (full-width forms, ligatures, compatibility digits)")
+    lowercase: bool = True
+    strip_templates: bool = Field(True, description="drop chat-template tokens (<|im_start|>, [INST], <s>, ### Response:, Human:/Assistant: …)")
+    keep_digits: bool = Field(True, description="digits are kept: questions differing only in numbers stay different")
+
+
+class MinHashOptions(Strict):
+    threshold: float = Field(0.8, gt=0, le=1, description="verified Jaccard at or above which two rows are near-duplicates")
+    num_perm: int = Field(128, ge=8, le=1024, description="permutations (signature length) = bands × rows")
+    bands: int = Field(16, ge=1, description="LSH bands")
+    rows: int = Field(8, ge=1, description="signature rows per band")
+    ngram: int = Field(5, ge=1, le=32, description="word n-gram shingles; a shorter text is one shingle")
+    seed: int = Field(20251122, description="seed of the permutations (recorded in the manifest)")
+
+    @model_validator(mode="after")
+    def _bands_fit(self) -> "MinHashOptions":
+        if self.bands * self.rows != self.num_perm:
+            raise ValueError(f"bands × rows must equal num_perm ({self.bands} × {self.rows} != {self.num_perm})")
+        return self
+
+
+class EvalSet(Strict):
+    """An evaluation set to decontaminate against, read with the same readers as sources."""
+
+    name: str | None = Field(None, description="benchmark name in quarantine and manifest (default: file stem)")
+    path: str = Field(min_length=1, description="file or directory, relative to the recipe file")
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf"] = "auto"
+    json_key: str | None = None
+    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    hf: HFOptions = Field(default_factory=HFOptions)
+    split: str = "test"
+    limit: int | None = Field(None, ge=1)
+    field: FieldPath | None = Field(None, description="one text field (e.g. question)")
+    fields: list[FieldPath] = Field(default_factory=list, description="several text fields; n-grams also span across them")
+    ngram: int = Field(13, ge=3, le=64, description="word n-gram length that counts as an overlap")
+
+    @model_validator(mode="after")
+    def _some_field(self) -> "EvalSet":
+        if not self.field and not self.fields:
+            raise ValueError("give field or fields")
+        return self
+
+    def text_fields(self) -> list[str]:
+        return ([self.field] if self.field else []) + [f for f in self.fields if f != self.field]
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).name.split(".")[0]
+
+
+class DedupOptions(Strict):
+    fields: list[DedupField] = Field(default_factory=lambda: ["question", "answer"], min_length=1,
+                                     description="text compared for duplicates (messages/chosen/rejected/steps: their text)")
+    exact: bool = Field(True, description="drop rows whose normalised text is identical")
+    minhash: MinHashOptions | None = Field(default_factory=MinHashOptions, description="near-duplicates; null turns it off")
+    normalize: Normalization = Field(default_factory=Normalization)
+    when: list[Literal["before_teacher", "after_teacher"]] = Field(
+        default_factory=lambda: ["before_teacher"], min_length=1,
+        description="before_teacher: nobody pays to generate a trace for a duplicate; after_teacher: also compare generated text")
+    decontaminate: list[EvalSet] = Field(default_factory=list, description="evaluation sets whose n-grams must not appear in training rows")
+
+
+class ValidateOptions(Strict):
+    suite: str | None = Field(None, description="one expectation suite (JSON) for every row kind; relative to the recipe file")
+    suites: dict[Literal["qa", "conversation", "preference"], str] = Field(
+        default_factory=dict, description="a suite per row kind (default: schemas/expectations/<kind>.json)")
+    max_chars: int = Field(100_000, ge=1, description="upper bound on question/answer length used by the default suites")
+
+
 # ---- output --------------------------------------------------------------------------------
 
 class ShardOptions(Strict):
@@ -199,6 +277,8 @@ class Recipe(Strict):
     output: str | None = Field(None, description="output directory (relative to the working directory)")
     license: str | None = Field(None, description="license of the produced dataset (default: from the sources)")
     sources: list[Source] = Field(min_length=1, description="where rows come from, in this order")
+    dedup: DedupOptions | None = Field(None, description="exact + MinHash near-duplicate removal and decontamination")
+    validate_: ValidateOptions | None = Field(None, alias="validate", description="Great Expectations suites run before shards are final")
     shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
 
     @property

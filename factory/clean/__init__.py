@@ -1,0 +1,1 @@
+"""Clean data: dedup (exact + MinHash), decontamination, Great Expectations validation."""
