@@ -98,7 +98,7 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 class Tokens:
     hashes: np.ndarray        # uint64, all tokens of all documents, in order
     counts: np.ndarray        # tokens per document
-    numeric: np.ndarray       # bool per token: all digits
+    numeric: np.ndarray       # bool per token: holds a digit ("24", "10ml", "x2")
 
     @property
     def offsets(self) -> np.ndarray:
@@ -137,7 +137,7 @@ def tokenize(texts: pa.Array) -> Tokens:
         hashes = mix64((prefix[ends] - prefix[starts]) * powers[ends - 1])
     digit_prefix = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(_DIGIT_BYTE[data], out=digit_prefix[1:])
-    numeric = (digit_prefix[ends] - digit_prefix[starts]) == (ends - starts)
+    numeric = (digit_prefix[ends] - digit_prefix[starts]) > 0
     doc = np.searchsorted(offsets, starts, side="right") - 1
     return Tokens(hashes, np.bincount(doc, minlength=n_docs).astype(np.int64), numeric)
 
@@ -152,8 +152,8 @@ def tokenize_batched(texts: pa.Array, docs_per_batch: int = 2000) -> Tokens:
 
 
 def doc_keys(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
-    """Per document: a key of its exact token sequence, and the same key with every all-digit
-    token replaced by one symbol (equal masked keys + different keys = differ only in numbers)."""
+    """Per document: a key of its exact token sequence, and the same key with every token that
+    holds a digit replaced by one symbol (equal masked keys + different keys = differ only in numbers)."""
     offs = tok.offsets
     pos = np.arange(len(tok.hashes), dtype=np.uint64) - np.repeat(offs[:-1], tok.counts).astype(np.uint64)
     with np.errstate(over="ignore"):
@@ -171,8 +171,9 @@ def doc_keys(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
 
 
 def number_keys(tok: Tokens) -> np.ndarray:
-    """Per document: a key of the ordered sequence of its all-digit tokens. Two rows may only be
-    duplicates when these are equal: a math question with other numbers is another question."""
+    """Per document: a key of the ordered sequence of its tokens that hold digits ("24", "10ml").
+    Two rows may only be duplicates when these are equal: a math question with other numbers is
+    another question."""
     offs = tok.offsets
     numeric = tok.numeric
     before = np.concatenate(([0], np.cumsum(numeric)))            # all-digit tokens before token i

@@ -55,6 +55,7 @@ def derived_columns(table: pa.Table) -> pl.DataFrame:
         question_chars=pl.col("question").str.len_chars().fill_null(0),
         answer_chars=pl.col("answer").str.len_chars().fill_null(0),
         step_count=pl.col("steps").list.len(),
+        cot_steps_ok=(pl.col("trace_format") == "none") | (pl.col("steps").list.len() > 0),
         step_tags_ok=pl.col("steps").list.eval(el.struct.field("tag").is_in(list(STEP_TAGS))).list.all(),
         step_text_ok=pl.col("steps").list.eval(el.struct.field("text").str.contains(r"\S").fill_null(False)).list.all(),
         refs_ok=pl.col("subquestions").list.eval(
@@ -161,6 +162,7 @@ def _validate(gx: Any, context: Any, kind: str, frame: pl.DataFrame, suite_doc: 
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     pdf = frame.drop("_suite").to_pandas().set_index("_row")
+    pdf.index.name = None          # unnamed: GE then reports plain row numbers
     source = context.data_sources.add_or_update_pandas(f"cot-{kind}")
     asset = source.add_dataframe_asset(kind)
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": pdf})
