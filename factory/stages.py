@@ -57,6 +57,8 @@ def rejected_rows(table: pa.Table, mask: pa.Array, reason: pa.Array | list[str],
     """The rows of ``table`` where ``mask`` is true, as a frame with reason/detail columns."""
     rows = pl.from_arrow(table.filter(mask))
     assert isinstance(rows, pl.DataFrame)
+    if "kept" in rows.columns and rows.height:
+        rows = rows.with_columns(kept=pl.when(pl.col("kept").is_not_null()).then(False))   # rejected rows are not kept
     rows = rows.with_columns(reason=pl.Series(reason, dtype=pl.String))
     if detail is not None:
         rows = rows.with_columns(detail=pl.Series(detail, dtype=pl.String))
