@@ -10,6 +10,7 @@ other numbers is another question.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.clean.features import extract
-from factory.clean.minhash import UnionFind, agreement, lsh_candidates
+from factory.clean.minhash import UnionFind, agreement, band_ranges, lsh_candidates
 from factory.recipe.model import DedupOptions
 from factory.stages import Stage, StageContext, StageResult, register_stage, rejected_rows
 
@@ -53,6 +54,9 @@ class Dedup(Stage):
         super().__init__(ctx, label)
         self.opts = opts
         self.threads = threads
+        if opts.minhash is not None:      # datasketch (and scipy) take ~0.8 s to import: overlap it
+            threading.Thread(target=band_ranges, args=(opts.minhash.num_perm, opts.minhash.bands, opts.minhash.rows),
+                             daemon=True).start()
 
     def run(self, table: pa.Table) -> StageResult:
         n = table.num_rows
@@ -72,7 +76,7 @@ class Dedup(Stage):
             for k in np.flatnonzero(same).tolist():
                 uf.union(int(order[k - 1]), int(order[k]))
         stats = {"candidate_pairs": 0, "numbers_differ": 0, "estimate_below": 0, "verified_pairs": 0, "below_threshold": 0}
-        verified: dict[tuple[int, int], float] = {}
+        verified: dict[int, float] = {}                  # lo * n + hi → Jaccard, for accepted edges
         if mh is not None and n > 1:
             t0 = time.perf_counter()
             reps = np.sort(order[~same])                    # identical texts have identical signatures
@@ -98,7 +102,7 @@ class Dedup(Stage):
                 jac = feats.shingles.jaccard(i, j)
                 if jac >= mh.threshold:
                     uf.union(i, j)
-                    verified[(i, j)] = verified[(j, i)] = jac
+                    verified[min(i, j) * n + max(i, j)] = jac
                 else:
                     stats["below_threshold"] += 1
             timings["verify"] = time.perf_counter() - t0
@@ -138,7 +142,7 @@ class Dedup(Stage):
         return StageResult(kept=table.filter(pc.invert(drop)), rejected=rejected, report=report)
 
     def _choose(self, table: pa.Table, root: np.ndarray, full: np.ndarray, feats, threshold: float,
-                verified: dict[tuple[int, int], float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                verified: dict[int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every row: the row kept in its place, the cluster size, and the Jaccard with it.
 
         Within a component the best row by priority is kept; every member within the threshold
@@ -159,36 +163,89 @@ class Dedup(Stage):
                descending=[False, True, True, False, False, False])
         kept_of = np.arange(n)
         jac = np.ones(n, dtype=np.float64)
-        idx = ranked["_i"].to_numpy()
+        idx = ranked["_i"].to_numpy().astype(np.int64)
         roots = ranked["_root"].to_numpy()
         tier = ranked.select(pl.struct("_verified", "_steps", "_source").rank("dense")).to_series().to_numpy()
         sigs = feats.sigs
         starts = np.flatnonzero(np.concatenate(([True], roots[1:] != roots[:-1])))
         ends = np.concatenate((starts[1:], [n]))
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            if b - a == 1:
-                continue
-            remaining = idx[a:b].tolist()          # best first
-            tiers = dict(zip(remaining, tier[a:b].tolist()))
+        first_centre = self._centres(idx, tier, starts, ends, sigs, threshold)
+        # first round, vectorised: every member against its component's centre
+        sizes = ends - starts
+        comp = np.repeat(np.arange(len(starts)), sizes)
+        centre = first_centre[comp]
+        member = idx
+        todo = (centre >= 0) & (member != centre)
+        m, c = member[todo], centre[todo]
+        j = np.where(full[m] == full[c], 1.0, np.nan)
+        if verified:
+            codes = np.fromiter(verified.keys(), dtype=np.int64, count=len(verified))
+            values = np.fromiter(verified.values(), dtype=np.float64, count=len(verified))
+            order_v = np.argsort(codes)
+            codes, values = codes[order_v], values[order_v]
+            want = np.minimum(m, c).astype(np.int64) * n + np.maximum(m, c)
+            at = np.minimum(np.searchsorted(codes, want), len(codes) - 1)
+            hit = (codes[at] == want) & np.isnan(j)
+            j[hit] = values[at[hit]]
+        missing = np.flatnonzero(np.isnan(j))
+        if feats.shingles is not None:
+            for k in missing.tolist():
+                j[k] = feats.shingles.jaccard(int(m[k]), int(c[k]))
+        else:
+            j[missing] = 0.0
+        joined = j >= threshold
+        kept_of[m[joined]] = c[joined]
+        jac[m[joined]] = j[joined]
+        # later rounds (members only linked to the centre through others), one component at a time
+        left_comps = np.unique(comp[todo][~joined])
+        for g in left_comps.tolist():
+            a, b = int(starts[g]), int(ends[g])
+            rows = idx[a:b]
+            remaining = [r for r in rows.tolist() if kept_of[r] == r and r != first_centre[g]]
+            tiers = dict(zip(rows.tolist(), tier[a:b].tolist()))
             while remaining:
                 k = self._centre(remaining, tiers, sigs, threshold)
                 later = []
-                for m in remaining:
-                    if m == k:
+                for r in remaining:
+                    if r == k:
                         continue
-                    if full[m] == full[k]:
-                        j = 1.0
+                    jr = 1.0 if full[r] == full[k] else (feats.shingles.jaccard(r, k) if feats.shingles is not None else 0.0)
+                    if jr >= threshold:
+                        kept_of[r], jac[r] = k, jr
                     else:
-                        j = verified.get((m, k))
-                        if j is None:
-                            j = feats.shingles.jaccard(m, k) if feats.shingles is not None else 0.0
-                    if j >= threshold:
-                        kept_of[m], jac[m] = k, j
-                    else:
-                        later.append(m)
+                        later.append(r)
                 remaining = later
         size = np.bincount(kept_of, minlength=n)[kept_of]
         return kept_of, size, jac
+
+    @staticmethod
+    def _centres(idx: np.ndarray, tier: np.ndarray, starts: np.ndarray, ends: np.ndarray, sigs: np.ndarray | None,
+                 threshold: float, cap: int = 64) -> np.ndarray:
+        """``_centre`` for every component at once (one vectorised MinHash comparison over all
+        candidate × member pairs); -1 for singletons. Components with more than ``cap`` tied
+        rows or members use the first ``cap`` of each, in priority order."""
+        sizes = ends - starts
+        out = np.where(sizes > 1, idx[starts], -1)
+        if sigs is None:
+            return out
+        comp = np.repeat(np.arange(len(starts)), sizes)
+        rank = np.arange(len(idx)) - np.repeat(starts, sizes)            # position within the component
+        in_pool = (rank < cap) & (sizes[comp] > 1)
+        tied = in_pool & (tier == tier[starts][comp])
+        if not np.any(np.bincount(comp[tied], minlength=len(starts)) > 1):
+            return out
+        cand = np.flatnonzero(tied)                                      # candidate positions
+        pool_counts = np.minimum(sizes, cap)
+        reps = pool_counts[comp[cand]]
+        left = np.repeat(cand, reps)
+        right = np.repeat(starts[comp[cand]], reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))
+        agree = agreement(sigs, np.stack((idx[left], idx[right]), axis=1)) >= threshold
+        cover = np.bincount(np.repeat(np.arange(len(cand)), reps)[agree], minlength=len(cand))
+        # best cover per component; ties: the earlier (higher priority) candidate
+        order = np.lexsort((rank[cand], -cover, comp[cand]))
+        firsts = order[np.concatenate(([True], comp[cand][order][1:] != comp[cand][order][:-1]))]
+        out[comp[cand[firsts]]] = idx[cand[firsts]]
+        return out
 
     @staticmethod
     def _centre(members: list[int], tiers: dict[int, int], sigs: np.ndarray | None, threshold: float) -> int:

@@ -44,7 +44,13 @@ class ShingleStore:
     bits (a collision inside one pair: ~m²/2^40)."""
 
     def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]):
-        self.parts = parts
+        # one array for all documents, offsets as a Python list (indexing it is cheaper)
+        self.values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
+        offsets = [0]
+        for _, offs in parts:
+            base = offsets[-1]
+            offsets.extend((base + offs[1:]).tolist())
+        self.offsets = offsets
 
     @staticmethod
     def part(shingles: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,20 +65,19 @@ class ShingleStore:
         return key & _LOW40, offsets
 
     def slice(self, doc: int) -> np.ndarray:
-        values, offsets = self.parts[doc // CHUNK_DOCS]
-        k = doc % CHUNK_DOCS
-        return values[offsets[k]: offsets[k + 1]]
+        return self.values[self.offsets[doc]: self.offsets[doc + 1]]
 
     def jaccard(self, i: int, j: int) -> float:
-        a, b = self.slice(i), self.slice(j)
-        if len(a) > len(b):
-            a, b = b, a
-        if not len(a):
-            return 1.0 if not len(b) else 0.0
-        at = np.searchsorted(b, a)
-        at[at == len(b)] = 0
-        inter = int(np.count_nonzero(b[at] == a))
-        return inter / (len(a) + len(b) - inter)
+        """Both slices are sorted and unique: merge them (a stable sort of two runs is one merge)
+        and count the values that appear twice."""
+        o = self.offsets
+        la, lb = o[i + 1] - o[i], o[j + 1] - o[j]
+        if not la or not lb:
+            return 1.0 if la == lb else 0.0
+        both = np.concatenate((self.values[o[i]: o[i + 1]], self.values[o[j]: o[j + 1]]))
+        both.sort(kind="stable")
+        inter = int(np.count_nonzero(both[1:] == both[:-1]))
+        return inter / (la + lb - inter)
 
 
 @dataclass

@@ -64,15 +64,17 @@ def normalize(texts: pa.Array, opts: Normalization) -> pa.Array:
     if opts.lowercase:
         out = pc.ascii_lower(out)
     if len(out) and not pc.all(ascii_).as_py() and (opts.nfkc or opts.lowercase):
-        # the rows with non-ASCII text: NFKC and Unicode lowercase in Python, faster on them
-        # than Arrow's utf8 kernels over the whole array
+        # Rows with non-ASCII text. Which of them NFKC would change is a quick check in Python;
+        # the work itself runs in Arrow kernels, which release the GIL (chunks run in parallel).
         rest = pc.invert(ascii_)
-        values = out.filter(rest).to_pylist()
+        sub = out.filter(rest)
         if opts.nfkc:
-            values = [v if unicodedata.is_normalized("NFKC", v) else unicodedata.normalize("NFKC", v) for v in values]
+            change = pa.array([not unicodedata.is_normalized("NFKC", v) for v in sub.to_pylist()], pa.bool_())
+            if pc.any(change).as_py():
+                sub = pc.replace_with_mask(sub, change, pc.utf8_normalize(sub.filter(change), "NFKC"))
         if opts.lowercase:
-            values = [v.lower() for v in values]
-        out = pc.replace_with_mask(out, rest, pa.array(values, pa.string()))
+            sub = pc.utf8_lower(sub)
+        out = pc.replace_with_mask(out, rest, sub)
     if opts.strip_templates and len(out):
         hit = pc.match_substring_regex(out, _TEMPLATE_FIND, ignore_case=True)
         if pc.any(hit).as_py():
