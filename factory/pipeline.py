@@ -37,7 +37,7 @@ from factory.sources import open_source
 from factory.sources.mapping import MAPPERS
 from factory.clean.decontaminate import Decontaminate
 from factory.clean.dedup import Dedup
-from factory.clean.validate import Validate, prefetch_great_expectations
+from factory.clean.validate import Validate, prefetch_great_expectations, stop_worker
 from factory.stages import Stage, StageContext, UniqueIds
 from factory.standardize import standardize
 
@@ -78,6 +78,7 @@ def run(loaded: LoadedRecipe, out: Path | None = None, *, limit: int | None = No
         with _arrow_memory_pool():
             return _run(loaded, out, limit=limit, progress=progress)
     finally:
+        stop_worker()
         if was_enabled:
             gc.enable()
 
@@ -113,7 +114,7 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
     ctx = StageContext.of(loaded)
     table_stages = build_table_stages(ctx)
     if recipe.validate_ is not None:
-        prefetch_great_expectations()     # seconds of imports, overlapped with reading
+        prefetch_great_expectations()     # a worker process imports it while we read
     totals = {name: StageCount(name) for name in SOURCE_STAGES + tuple(s.label for s in table_stages) + ("shards",)}
 
     # 1. Sources: read → map → standardize → assemble, batch by batch. Sources are independent

@@ -6,14 +6,18 @@ per-row columns (``step_count``, ``step_tags_ok``, ``chosen_differs``, …) so e
 is a plain column expectation. Rows that fail go to quarantine naming the first expectation they
 failed; the validation result is written beside the shards as ``validation/<kind>.json``.
 
-Great Expectations takes seconds to import: it is imported only by this stage, and the pipeline
-starts that import in the background when a recipe asks for validation.
+Great Expectations takes seconds to import: the pipeline starts a worker process that imports it
+while the run reads its sources (``factory/clean/gx_worker.py``), and the stage hands it the
+derived columns as Arrow IPC. Without a worker (the stage used on its own) it runs in-process.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,16 +33,66 @@ from factory.rows import KINDS, ROLES, STEP_TAGS
 from factory.stages import Stage, StageContext, StageResult, register_stage
 
 SUITES = Path(__file__).resolve().parent.parent.parent / "schemas" / "expectations"
-_IMPORT: threading.Thread | None = None
+
+
+class Worker:
+    """The Great Expectations worker process, started early, used by the validate stage."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "GX_ANALYTICS_ENABLED": "False", "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "factory.clean.gx_worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.lock = threading.Lock()
+
+    def validate(self, kind: str, frame: pl.DataFrame, suite_doc: dict[str, Any]) -> dict[str, Any]:
+        sink = io.BytesIO()
+        table = frame.to_arrow()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+        with self.lock:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            try:
+                self.proc.stdin.write((json.dumps({"kind": kind, "suite": suite_doc, "nbytes": len(data)}) + "\n").encode())
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+                line = self.proc.stdout.readline()
+            except BrokenPipeError:
+                line = b""
+        if not line:
+            err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+            raise RuntimeError(f"the Great Expectations worker exited: {err}")
+        result = json.loads(line)
+        if "error" in result:
+            raise InputError(f"validation of {kind} rows failed: {result['error']}")
+        return result
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.write(b'{"quit": true}\n')
+                self.proc.stdin.flush()
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+_WORKER: Worker | None = None
 
 
 def prefetch_great_expectations() -> None:
-    """Start importing Great Expectations on a background thread (it overlaps reading)."""
-    global _IMPORT
-    if _IMPORT is None and "great_expectations" not in __import__("sys").modules:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        _IMPORT = threading.Thread(target=lambda: __import__("great_expectations"), daemon=True)
-        _IMPORT.start()
+    """Start the worker (and so the import of Great Expectations) now, for a later stage."""
+    global _WORKER
+    if _WORKER is None or _WORKER.proc.poll() is not None:
+        _WORKER = Worker()
+
+
+def stop_worker() -> None:
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
 
 
 def derived_columns(table: pa.Table) -> pl.DataFrame:
@@ -119,11 +173,19 @@ class Validate(Stage):
         report: dict[str, Any] = {}
         files: dict[str, bytes] = {}
         if table.num_rows:
-            gx, context = _context()
+            local = None
             for kind in [k for k in KINDS if k in set(frame["_suite"].to_list())]:
-                sub = frame.filter(pl.col("_suite") == kind)
+                sub = frame.filter(pl.col("_suite") == kind).drop("_suite")
                 suite_doc = load_suite(self.suite_path(kind), self.params)
-                result = _validate(gx, context, kind, sub, suite_doc)
+                if _WORKER is not None and _WORKER.proc.poll() is None:
+                    result = _WORKER.validate(kind, sub, suite_doc)
+                else:
+                    from factory.clean.gx_worker import context, validate_frame
+
+                    local = local or context()
+                    pdf = sub.to_pandas().set_index("_row")
+                    pdf.index.name = None
+                    result = validate_frame(*local, kind, pdf, suite_doc)
                 for exp in result["results"]:
                     for row in exp.pop("_unexpected_rows"):
                         failed.setdefault(row, (exp["name"], exp))
@@ -143,44 +205,3 @@ class Validate(Stage):
         mask = pa.array(bad)
         rejected = rejected_rows(table, mask, reasons, details)
         return StageResult(kept=table.filter(pc.invert(mask)), rejected=rejected, report=report, files=files)
-
-
-def _context():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    if _IMPORT is not None:
-        _IMPORT.join()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return gx, context
-
-
-def _validate(gx: Any, context: Any, kind: str, frame: pl.DataFrame, suite_doc: dict[str, Any]) -> dict[str, Any]:
-    """Run one suite on one kind's rows; a compact, deterministic result with failing row numbers."""
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    pdf = frame.drop("_suite").to_pandas().set_index("_row")
-    pdf.index.name = None          # unnamed: GE then reports plain row numbers
-    source = context.data_sources.add_or_update_pandas(f"cot-{kind}")
-    asset = source.add_dataframe_asset(kind)
-    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": pdf})
-    suite = gx.ExpectationSuite(name=suite_doc.get("name", kind))
-    for exp in suite_doc["expectations"]:
-        suite.add_expectation_configuration(ExpectationConfiguration(type=exp["type"], kwargs=exp["kwargs"], meta=exp.get("meta", {})))
-    validation = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5})
-    results = []
-    for r in validation.results:
-        cfg = r.expectation_config
-        res = r.result or {}
-        unexpected = [int(i) for i in res.get("unexpected_index_list") or []]
-        results.append({
-            "name": (cfg.meta or {}).get("name") or cfg.type, "type": cfg.type, "column": cfg.kwargs.get("column"),
-            "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}, "success": bool(r.success),
-            "unexpected_count": int(res.get("unexpected_count") or 0),
-            "partial_unexpected_list": res.get("partial_unexpected_list", [])[:5],
-            "_unexpected_rows": unexpected,
-        })
-    return {"suite": suite.name, "success": bool(validation.success), "rows": frame.height,
-            "evaluated_expectations": len(results), "results": results}
