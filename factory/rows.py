@@ -90,6 +90,7 @@ ROW_SCHEMA = pa.schema([
     _f("teacher", TEACHER, "null when the trace came from the source"),
     _f("flags", pa.list_(pa.string()), "row-level warnings, e.g. truncated"),
     _f("meta", pa.string(), "JSON object of extra source fields kept by the recipe"),
+    _f("parent_id", pa.string(), "derived rows: id of the row they were made from"),
     _f("cluster_id", pa.string(), "dedup: id of the row kept for this row's duplicate cluster (null: no dedup ran)"),
     _f("cluster_size", pa.int32(), "dedup: rows in the cluster, the removed ones included"),
     _f("kept", pa.bool_(), "dedup: true for the row kept from its cluster (removed rows are in quarantine)"),

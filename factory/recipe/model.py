@@ -109,7 +109,8 @@ class SourceBase(Strict):
     split: str = Field("train", description="split to read (hf) and to record as provenance")
     output_split: str = Field("train", pattern=r"^[a-z][a-z0-9_]*$", description="split the rows are written to")
     limit: int | None = Field(None, ge=1, description="read at most this many records")
-    domain: str = Field("general", pattern=DOMAIN_PATTERN, description="domain tag for every row of this source")
+    domain: str = Field("general", pattern=DOMAIN_PATTERN,
+                        description="domain tag for every row of this source; 'auto': classified per row (see domains:)")
     license: str | None = Field(None, description="license of the source data (recorded on each row and in the card)")
     id_field: FieldPath | None = Field(None, description="record field that keys the row id (default: the record index)")
     keep: list[FieldPath] = Field(default_factory=list, description="extra fields kept, as JSON, in the row's meta column")
@@ -261,6 +262,50 @@ class ValidateOptions(Strict):
     max_chars: int = Field(100_000, ge=1, description="upper bound on question/answer length used by the default suites")
 
 
+# ---- reasoning structure -------------------------------------------------------------------
+
+StepTag = Literal["THOUGHT", "ACTION", "CHECK", "SUMMARY"]
+
+
+class StepOptions(Strict):
+    split: Literal["spacy", "none"] = Field(
+        "spacy", description="spacy: split every step into sentences (blank English pipeline + sentencizer with rules "
+                             "for list markers, line breaks, equations, numbers and quotes); none: keep the source's steps")
+    model: str | None = Field(None, description="an installed spaCy pipeline to split with instead (e.g. en_core_web_sm)")
+    tags: dict[StepTag, list[str]] = Field(default_factory=dict,
+                                           description="regular expressions per tag that replace the built-in rules for that tag")
+    order: Literal["keep", "dependency"] = Field(
+        "keep", description="dependency: reorder steps so that each comes after the steps it uses (stable topological order)")
+
+
+class MixOptions(Strict):
+    """Domain balance, applied deterministically (seeded) after cleaning."""
+
+    weights: dict[str, float] = Field(default_factory=dict, description="share of the output per domain (normalised); unlisted domains are dropped")
+    caps: dict[str, int] = Field(default_factory=dict, description="at most this many rows per domain")
+    temperature: float | None = Field(None, gt=0, le=1, description="sample domain d in proportion to n_d^T (T<1 flattens)")
+    total: int | None = Field(None, ge=1, description="rows wanted in all (default: as many as the weights allow)")
+    seed: int = Field(0, description="seed of the row sampling")
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> "MixOptions":
+        given = [k for k in ("weights", "temperature") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError("give weights or temperature, not both")
+        if any(w < 0 for w in self.weights.values()) or (self.weights and sum(self.weights.values()) <= 0):
+            raise ValueError("weights must be non-negative and not all zero")
+        return self
+
+
+class DeriveOptions(Strict):
+    """New rows made from existing ones, without a teacher; each keeps its parent's id."""
+
+    subquestion_pairs: bool = Field(True, description="a row per sub-question with a known or matching answer")
+    contrast: bool = Field(True, description="where one question has several traces, a row that contrasts two of them")
+    min_fact_overlap: float = Field(0.25, ge=0, le=1, description="a StrategyQA fact answers a sub-question when their word overlap reaches this")
+    domain_wording: bool = Field(False, description="generic sub-questions name their domain ('…essential?' → '…essential in math?')")
+
+
 # ---- output --------------------------------------------------------------------------------
 
 class ShardOptions(Strict):
@@ -277,7 +322,12 @@ class Recipe(Strict):
     output: str | None = Field(None, description="output directory (relative to the working directory)")
     license: str | None = Field(None, description="license of the produced dataset (default: from the sources)")
     sources: list[Source] = Field(min_length=1, description="where rows come from, in this order")
+    domains: dict[str, list[str]] = Field(default_factory=dict,
+                                          description="domain: auto — keyword patterns per domain, added to (or replacing) the built-in taxonomy")
+    steps: StepOptions | None = Field(None, description="split, tag and order reasoning steps")
+    derive: DeriveOptions | None = Field(None, description="derived rows: sub-question pairs, contrasting paths")
     dedup: DedupOptions | None = Field(None, description="exact + MinHash near-duplicate removal and decontamination")
+    mix: MixOptions | None = Field(None, description="domain balance of the output")
     validate_: ValidateOptions | None = Field(None, alias="validate", description="Great Expectations suites run before shards are final")
     shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
 
