@@ -23,25 +23,57 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-_NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?\d[\d,]*(?:\.\d+)?%?")
-_EQUALS = re.compile(r"=\s*[-−]?[$€£]?(\d[\d,]*(?:\.\d+)?)")
+_NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?")
+# a result is a plain number after '=' ("= 24", "= $3.50 each"), not an expression ("= 3 * x")
+_EQ = r"(?:=|\bequals?\b|\bequaling\b)"
+_RESULT = re.compile(_EQ + r"\s*([-−]?[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?)"
+                     r"(?!\s*[-−+*×÷^]\s*[\w.(]|\s*\(\s*[\d.]|\s*/\s*(?:[\d.(]|[a-zA-Z]\b)"
+                     r"|\s*(?:plus|minus|times|divided by|multiplied by|over)\s*(?:[-−$€£\d(]|\.\d))"
+                     r"(?![.,]?\d|[a-zA-Z]\b)")       # "= 4Z" is an expression, "= 1.2Mb" a result
 # the arithmetic right before an '=': what a calculation actually uses ("13 - 11 = 2")
-_TERM = r"\(?\s*[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?(?:\s*(?:[a-zA-Z]+(?:/[a-zA-Z]+)?|per\s+[a-zA-Z]+)){0,2}\s*\)?"
-_OP = r"\s*(?:[+\-−*/×÷^]|\bx\b|\btimes\b)\s*"
-_LHS = re.compile(rf"({_TERM}(?:{_OP}{_TERM})*)\s*=")
+_TERM = (r"\(?\s*[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?+"
+         r"(?>(?:\s*(?:[a-zA-Z]+(?:/[a-zA-Z]+)?|per\s+[a-zA-Z]+)){0,3})\s*\)?")
+_OP = r"\s*(?:[+\-−–*/×÷^]|\b(?:x|times|plus|minus|divided by|multiplied by|over)\b)\s*"
+# atomic groups and possessive repeats: no backtracking into the unit words
+_LHS = re.compile(rf"(?<![\w.$€£(])({_TERM}(?:{_OP}{_TERM})*+)\s*{_EQ}")
 # a variable is introduced by words that introduce it ("let x be", "x represents"), not by an
 # equation that solves for it ("x = 40" comes after the steps that use x)
 _VAR_DEF = re.compile(r"\blet(?:'s)?\s+(?:let\s+)?([a-zA-Z])\s+(?:be|=|equal|represent|denote|stand)"
                       r"|\b([a-zA-Z])\s+(?:represents|denotes|stands for|is the number|is the amount)\b", re.I)
 _VAR_USE = r"(?:(?<=[\d)+\-*/×÷=^(])\s*{v}\b|\b{v}\s*(?=[+\-*/×÷=^)]))"
 _EXPLICIT = re.compile(r"#(\d+)|\bstep\s+(\d+)\b", re.I)
+_UNIT = re.compile(r"(?:\s+|-)([a-zA-Z]{2,})")
+_NOT_UNITS = {"times", "and", "of", "the", "to", "per", "more", "less", "each", "is", "are", "was",
+              "so", "in", "for", "than", "or", "a", "an", "at", "from", "on", "with", "by", "as",
+              "which", "that", "this", "then", "total", "altogether", "left", "remaining"}
+# numbers a question gives in words ("two liters", "a dozen", "quadruple")
+_WORD_NUMBERS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+_WORD_NUMBERS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+                      "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000",
+                      "dozen": "12", "twice": "2", "double": "2", "half": "2", "triple": "3",
+                      "thrice": "3", "quadruple": "4", "quarter": "4", "third": "3", "fourth": "4",
+                      "fifth": "5"})
+# words that carry a number and what it counts ("an hour" is 60 minutes)
+_IMPLIED = {"week": ("7", "day"), "weekly": ("7", "day"), "hour": ("60", "minute"),
+            "minute": ("60", "second"), "year": ("12", "month"), "foot": ("12", "inch"),
+            "feet": ("12", "inch"), "dollar": ("100", "cent")}
+_IMPLIED_WORD = re.compile(r"\b(" + "|".join(_IMPLIED) + r")s?\b", re.I)
+# one name per thing counted: "$5" and "5 dollars" are the same 5
+_SAME_UNIT = {"dollar": "$", "buck": "$", "usd": "$", "euro": "$", "pound sterling": "$",
+              "percent": "%", "percentage": "%", "cents": "cent", "hr": "hour", "min": "minute",
+              "km": "kilometer", "mi": "mile", "ft": "foot", "feet": "foot", "lb": "pound",
+              "kg": "kilogram", "sec": "second"}
+_WORD = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")s?\b(?:-|\s+)?([a-zA-Z]{2,})?", re.I)
 
 STRENGTH = {"explicit": 3.0, "variable": 2.0, "number": 1.0}
+CONCLUSION = 0.45     # the step computing the final answer goes last, unless stronger evidence says not
 _CONSTANTS = {str(k) for k in range(0, 13)} | {"24", "30", "31", "52", "60", "100", "365", "1000"}
 
 
 def number_value(token: str) -> str:
-    """'$1,200.50' → '1200.5', '24.0' → '24', '−3' → '-3', '100' → '100'."""
+    """'$1,200.50' → '1200.5', '24.0' → '24', '−3' → '-3', '.5' → '0.5'."""
     t = token.replace("−", "-").replace(",", "")
     neg = t.startswith("-")
     t = t.strip("-$€£%")
@@ -52,172 +84,258 @@ def number_value(token: str) -> str:
     return "-" + v if neg and v != "0" else v
 
 
+def _unit(word: str) -> str:
+    w = word.lower()
+    w = _SAME_UNIT.get(w, w)
+    w = w[:-1] if w.endswith("s") and not w.endswith("ss") and len(w) > 3 else w
+    return _SAME_UNIT.get(w, w)
+
+
+def occurrence_units(text: str, m: re.Match) -> set[str]:
+    """What a number counts: '$' and '%' signs, and the word right after it ('40 minutes')."""
+    token, units = m.group(), set()
+    if any(c in token for c in "$€£"):
+        units.add("$")
+    if token.endswith("%"):
+        units.add("%")
+    u = _UNIT.match(text, m.end())
+    if u and u.group(1).lower() not in _NOT_UNITS:
+        units.add(_unit(u.group(1)))
+    return units
+
+
 @dataclass
 class StepFacts:
-    results: set[str] = field(default_factory=set)
-    operands: set[str] = field(default_factory=set)       # numbers a calculation of the step uses
-    mentions: set[str] = field(default_factory=set)       # numbers named elsewhere in its words
+    results: dict[str, set[str]] = field(default_factory=dict)    # value → what it counts
+    operands: dict[str, set[str]] = field(default_factory=dict)   # numbers a calculation uses
+    mentions: dict[str, set[str]] = field(default_factory=dict)   # numbers named in its words
     defines: set[str] = field(default_factory=set)
     text: str = ""
-    units: dict[str, set[str]] = field(default_factory=dict)    # value → words right after it ("40 minutes")
+    operand_count: dict[str, int] = field(default_factory=dict)  # "12 + 12": 12 used twice
 
-
-_UNIT = re.compile(r"\s*(%|[a-zA-Z]{2,})")
-_NOT_UNITS = {"x", "times", "and", "of", "the", "to", "per", "more", "less", "each", "is", "are", "was", "so", "in", "for", "than"}
-
-
-def units_of(text: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for m in _NUMBER.finditer(text):
-        u = _UNIT.match(text, m.end())
-        word = u.group(1).lower() if u else ""
-        if word and word not in _NOT_UNITS:
-            out.setdefault(number_value(m.group()), set()).add(word.rstrip("s") if word != "%" else word)
-    return out
+    def uses(self) -> dict[str, tuple[set[str], bool]]:
+        """value → (units, calculated with); a step's own results are not uses of another's."""
+        out = {v: (u, True) for v, u in self.operands.items()}
+        for v, u in self.mentions.items():
+            if v not in out and v not in self.results:
+                out[v] = (u, False)
+        return out
 
 
 def facts(text: str, calls: list[dict] | None = None) -> StepFacts:
     f = StepFacts(text=text)
     if calls:
         for c in calls:
-            if c.get("output"):
-                for m in _NUMBER.findall(c["output"]):
-                    f.results.add(number_value(m))
-            for m in _NUMBER.findall(c.get("input") or ""):
-                f.operands.add(number_value(m))
-    after_equals = set()
-    for m in _EQUALS.finditer(text):
-        f.results.add(number_value(m.group(1)))
-        after_equals.add(m.start(1))
-    in_lhs = set()
+            out = c.get("output") or ""
+            for m in _NUMBER.finditer(out):
+                f.results.setdefault(number_value(m.group()), set())
+            inp = c.get("input") or ""
+            for m in _NUMBER.finditer(inp):
+                f.operands.setdefault(number_value(m.group()), set()).update(occurrence_units(inp, m))
+    result_at = set()
+    for m in _RESULT.finditer(text):
+        n = _NUMBER.match(text, m.start(1))
+        if n:
+            f.results.setdefault(number_value(n.group()), set()).update(occurrence_units(text, n))
+            result_at.add(n.start())
+    operand_at = set()
     for m in _LHS.finditer(text):
         if any(c.isdigit() for c in m.group(1)):
-            for n in _NUMBER.finditer(m.group(1)):
-                f.operands.add(number_value(n.group()))
-                in_lhs.add(m.start(1) + n.start())
-    for m in _NUMBER.finditer(text):
-        digits = m.start() + len(m.group()) - len(m.group().lstrip("-−$€£"))
-        if digits not in after_equals and m.start() not in in_lhs:
-            f.mentions.add(number_value(m.group()))
-    f.mentions -= f.operands
+            for n in _NUMBER.finditer(text, m.start(1), m.end(1)):
+                if n.start() in result_at:
+                    continue
+                v = number_value(n.group())
+                f.operands.setdefault(v, set()).update(occurrence_units(text, n))
+                f.operand_count[v] = f.operand_count.get(v, 0) + 1
+                operand_at.add(n.start())
+    for n in _NUMBER.finditer(text):
+        if n.start() in result_at or n.start() in operand_at:
+            continue
+        v = number_value(n.group())
+        if v in f.results:                       # "15 toys because 7.5 / .5 = 15": what 15 counts
+            f.results[v] |= occurrence_units(text, n)
+        else:
+            f.mentions.setdefault(v, set()).update(occurrence_units(text, n))
     for m in _VAR_DEF.finditer(text):
         f.defines.add((m.group(1) or m.group(2)))
-    f.units = units_of(text)
     return f
 
 
-def dependencies(steps: list[StepFacts], question: str = "") -> list[tuple[int, int, float]]:
-    """Edges (i, j, strength): step j depends on step i."""
-    given = {number_value(m) for m in _NUMBER.findall(question or "")}
-    question_units = units_of(question or "")
-    producers: dict[str, list[int]] = {}
-    for i, s in enumerate(steps):
-        for v in s.results:
-            producers.setdefault(v, []).append(i)
-    edges: dict[tuple[int, int], float] = {}
+def givens(question: str) -> dict[str, set[str]]:
+    """Numbers the question gives, in digits or words, with what they count."""
+    out: dict[str, set[str]] = {}
+    for m in _NUMBER.finditer(question):
+        out.setdefault(number_value(m.group()), set()).update(occurrence_units(question, m))
+    for m in _WORD.finditer(question):
+        unit = m.group(2)
+        units = {_unit(unit)} if unit and unit.lower() not in _NOT_UNITS else set()
+        out.setdefault(_WORD_NUMBERS[m.group(1).lower()], set()).update(units)
+    for m in _IMPLIED_WORD.finditer(question):
+        value, unit = _IMPLIED[m.group(1).lower()]
+        out.setdefault(value, set()).add(unit)
+    return out
 
-    def add(i: int, j: int, w: float) -> None:
-        if i != j and edges.get((i, j), 0) < w:
-            edges[(i, j)] = w
+
+@dataclass(frozen=True)
+class Need:
+    """Step ``step`` uses something one of ``sources`` introduced (any one of them will do: the
+    same number computed twice is one value, whichever step computed it first)."""
+    step: int
+    sources: tuple[int, ...]
+    strength: float
+    kind: str = "number"
+
+
+def _number_need(units: set[str], calculated: bool, v: str, makers: list[tuple[int, set[str]]],
+                 given: dict[str, set[str]]) -> tuple[tuple[int, ...], float]:
+    """Which producers a use of number v may come from, and how surely it comes from one."""
+    is_given = v in given
+    if units:
+        same = tuple(i for i, r in makers if units & r)
+        if same:
+            # the question's number may count the same thing
+            return same, 0.35 if is_given and units & given[v] else 1.0
+        if is_given:
+            return (), 0.0                         # the question's number, not a computed one
+        unitless = tuple(i for i, r in makers if not r)
+        return (unitless, 0.7) if unitless else (tuple(i for i, _ in makers), 0.3)
+    w = 1.0 if calculated else 0.5
+    if is_given:
+        w *= 0.4
+    if v in _CONSTANTS:
+        w *= 0.8
+    return tuple(i for i, _ in makers), w
+
+
+def needs(steps: list[StepFacts], question: str = "") -> list[Need]:
+    """What each step uses that other steps introduced."""
+    given = givens(question or "")
+    named_in_question = {m.group() for m in _EXPLICIT.finditer(question or "")}     # "horse #2"
+    producers: dict[str, list[tuple[int, set[str]]]] = {}
+    for i, s in enumerate(steps):
+        for v, units in s.results.items():
+            producers.setdefault(v, []).append((i, units))
+    out: dict[tuple[int, tuple[int, ...]], Need] = {}
+
+    def add(need: Need) -> None:
+        key = (need.step, need.sources)
+        if need.sources and (key not in out or out[key].strength < need.strength):
+            out[key] = need
 
     for j, s in enumerate(steps):
-        for v in s.operands | s.mentions:
-            makers = [i for i in producers.get(v, []) if i != j]
+        for v, (units, calculated) in s.uses().items():
+            makers = [(i, r) for i, r in producers.get(v, []) if i != j]
             if not makers:
                 continue
-            # weaker when the use may be of something else: the same number given in the
-            # question, computed by several steps, or a small everyday constant (7 days, 12 eggs)
-            # the word after the number ("40 minutes" vs "40%") tells which 40 a step means
-            mine = s.units.get(v, set())
-            same_unit = [i for i in makers if mine & steps[i].units.get(v, set())]
-            if mine and v in given and mine & question_units.get(v, set()) and not same_unit:
-                continue                                  # the question's number, not a computed one
-            if same_unit and not (v in given and mine & question_units.get(v, set())):
-                makers = same_unit
-                w = STRENGTH["number"] * (0.9 if len(makers) > 1 else 1.0)
-            else:
-                w = STRENGTH["number"]
-                if v not in s.operands:
-                    w *= 0.5                              # named in words, not calculated with
-                if v in given:
-                    w *= 0.6
-                if len(makers) > 1:
-                    w *= 0.5
-                if v in _CONSTANTS:
-                    w *= 0.7
-            for i in makers:
-                add(i, j, w)
-        for i, other in enumerate(steps):
-            if i == j or not other.defines:
+            sources, w = _number_need(units, calculated, v, makers, given)
+            if len(sources) > 1 and s.operand_count.get(v, 0) >= len(sources):
+                for i in sources:                  # "12 + 12 = 24": both twelves
+                    add(Need(j, (i,), w))
                 continue
-            for v in other.defines:
-                if v not in s.defines and re.search(_VAR_USE.format(v=re.escape(v)), s.text):
-                    add(i, j, STRENGTH["variable"])
+            # "48 - 24 = 24" after "1/2 * 48 = 24": the later 24 is the one in use, and it
+            # already needs the earlier one
+            chained = tuple(i for i in sources if v in steps[i].operands)
+            add(Need(j, chained or sources, w))
+        for i, other in enumerate(steps):
+            if i != j and any(v not in s.defines and re.search(_VAR_USE.format(v=re.escape(v)), s.text)
+                              for v in other.defines):
+                add(Need(j, (i,), STRENGTH["variable"], "variable"))
         for m in _EXPLICIT.finditer(s.text):
             k = int(m.group(1) or m.group(2)) - 1
-            if 0 <= k < len(steps):
-                add(k, j, STRENGTH["explicit"])
-    return [(i, j, w) for (i, j), w in edges.items()]
+            if 0 <= k < len(steps) and k != j and m.group() not in named_in_question:
+                add(Need(j, (k,), STRENGTH["explicit"], "explicit"))
+    return list(out.values())
 
 
-def stable_order(n: int, edges: list[tuple[int, int, float]]) -> tuple[list[int], bool]:
-    """The topological order closest to 0..n-1, and whether a cycle had to be broken."""
-    live = {(i, j): w for i, j, w in edges}
-    broke = False
+def satisfied(order: list[int], need: Need) -> bool:
+    pos = {k: p for p, k in enumerate(order)}
+    return any(pos[i] < pos[need.step] for i in need.sources)
+
+
+def stable_order(n: int, required: list[Need]) -> tuple[list[int], list[Need]]:
+    """The order closest to 0..n-1 in which every need has one of its sources earlier; and the
+    needs dropped to break cycles (weakest first, then the one pointing furthest back)."""
+    live = list(required)
+    dropped: list[Need] = []
     while True:
-        indeg = [0] * n
-        children: dict[int, list[int]] = {}
-        for (i, j) in live:
-            indeg[j] += 1
-            children.setdefault(i, []).append(j)
-        heap = [k for k in range(n) if indeg[k] == 0]
-        heapq.heapify(heap)
+        by_step: dict[int, list[Need]] = {}
+        for nd in live:
+            by_step.setdefault(nd.step, []).append(nd)
+        placed: set[int] = set()
         order: list[int] = []
-        while heap:
-            k = heapq.heappop(heap)
-            order.append(k)
-            for c in children.get(k, []):
-                indeg[c] -= 1
-                if indeg[c] == 0:
-                    heapq.heappush(heap, c)
+        progress = True
+        while progress and len(order) < n:
+            progress = False
+            for k in range(n):                     # n is a trace's step count: tens at most
+                if k not in placed and all(any(i in placed for i in nd.sources) for nd in by_step.get(k, ())):
+                    placed.add(k)
+                    order.append(k)
+                    progress = True
+                    break
         if len(order) == n:
-            return order, broke
-        # a cycle among the steps left: drop its weakest edge, the one pointing furthest back first
-        done = set(order)
-        stuck = [(w, -(i - j), (i, j)) for (i, j), w in live.items() if i not in done and j not in done]
-        del live[min(stuck)[2]]
-        broke = True
+            return order, dropped
+        stuck = [nd for nd in live if nd.step not in placed and not any(i in placed for i in nd.sources)]
+        weakest = min(stuck, key=lambda nd: (nd.strength, -(max(nd.sources) - nd.step)))
+        live.remove(weakest)
+        dropped.append(weakest)
 
 
-def order_steps(steps: list[dict], question: str = "", reorder: bool = True) -> tuple[list[dict], list[str]]:
+def conclusion(steps: list[StepFacts], found: list[Need], answer: str | None) -> int | None:
+    """The step that computes the final answer (and nothing else uses): it comes last."""
+    if not answer:
+        return None
+    m = _NUMBER.search(answer)
+    if not m:
+        return None
+    v = number_value(m.group())
+    ends = [i for i, f in enumerate(steps) if v in f.results]
+    used = {i for nd in found for i in nd.sources}
+    ends = [i for i in ends if i not in used] or ends
+    return ends[0] if len(ends) == 1 else None
+
+
+def order_steps(steps: list[dict], question: str = "", answer: str | None = None,
+                reorder: bool = True, trust_below: float = 0.8,
+                trust_share: float = 0.15) -> tuple[list[dict], list[str]]:
     """Steps (dicts with tag/text/calls) with ``depends_on`` filled, reordered when asked;
-    plus row flags."""
+    plus row flags.
+
+    When the input order already meets every need of strength ≥ ``trust_below`` it stands: weak
+    evidence (a number the question also gives) does not overrule the author. Otherwise every
+    need counts and the stable order is computed."""
     info = [facts(s.get("text") or "", s.get("calls")) for s in steps]
-    edges = dependencies(info, question)
+    found = needs(info, question)
+    n = len(steps)
+    end = conclusion(info, found, answer)
+    if end is not None:
+        # everything but a restatement of the answer ("So she has 45 dollars.") comes before it
+        said = set(info[end].results)
+        found += [Need(end, (k,), CONCLUSION, "conclusion") for k in range(n)
+                  if k != end and not (said & set(info[k].mentions))]
+    identity = list(range(n))
     flags: list[str] = []
-    if reorder:
-        # When the source's order already respects every confident dependency, the author's
-        # order stands: weak evidence (a number that may be the question's, or computed twice)
-        # does not overrule it. Otherwise every dependency counts.
-        confident = [e for e in edges if e[2] >= STRENGTH["number"]]
-        back = sum(w for i, j, w in edges if i > j and w < STRENGTH["number"])
-        forward = sum(w for i, j, w in edges if i < j and w < STRENGTH["number"])
-        trusted = all(i < j for i, j, _ in confident) and back <= forward
-        order, broke = stable_order(len(steps), [e for e in edges if e[0] < e[1]] if trusted else edges)
-        if broke:
-            flags.append("dependency_cycle")
-    else:
-        order = list(range(len(steps)))
-        if any(i > j for i, j, _ in edges):
+    unmet = [nd for nd in found if not satisfied(identity, nd)]
+    if not reorder:
+        order = identity
+        if any(nd.strength >= trust_below for nd in unmet):
             flags.append("steps_out_of_order")
+    elif (all(nd.strength < trust_below for nd in unmet)
+          and sum(nd.strength for nd in unmet) <= trust_share * sum(nd.strength for nd in found)):
+        order = identity
+    else:
+        order, dropped = stable_order(n, found)
+        if dropped:
+            flags.append("dependency_cycle")
     position = {old: new for new, old in enumerate(order)}
     parents: dict[int, set[int]] = {}
-    for i, j, _ in edges:
-        if position[i] < position[j]:          # only backward references are kept
-            parents.setdefault(position[j], set()).add(position[i])
+    for nd in found:
+        j = position[nd.step]
+        earlier = [position[i] for i in nd.sources if position[i] < j]
+        if earlier:
+            parents.setdefault(j, set()).add(max(earlier))     # the nearest source before it
     out = []
     for new, old in enumerate(order):
-        s = dict(steps[old])
-        s["depends_on"] = sorted(parents.get(new, ()))
-        out.append(s)
+        st = dict(steps[old])
+        st["depends_on"] = sorted(parents.get(new, ()))
+        out.append(st)
     return out, flags
