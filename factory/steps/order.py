@@ -22,6 +22,8 @@ import heapq
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from math import gcd
 
 _NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?")
 # a result is a plain number after '=' ("= 24", "= $3.50 each"), not an expression ("= 3 * x")
@@ -43,9 +45,13 @@ _VAR_DEF = re.compile(r"\blet(?:'s)?\s+(?:let\s+)?([a-zA-Z])\s+(?:be|=|equal|rep
 _VAR_USE = r"(?:(?<=[\d)+\-*/×÷=^(])\s*{v}\b|\b{v}\s*(?=[+\-*/×÷=^)]))"
 _EXPLICIT = re.compile(r"#(\d+)|\bstep\s+(\d+)\b", re.I)
 _UNIT = re.compile(r"(?:\s+|-)([a-zA-Z]{2,})")
-_NOT_UNITS = {"times", "and", "of", "the", "to", "per", "more", "less", "each", "is", "are", "was",
+_NOT_UNITS = {"times", "and", "of", "the", "to", "per", "each", "is", "are", "was",
               "so", "in", "for", "than", "or", "a", "an", "at", "from", "on", "with", "by", "as",
-              "which", "that", "this", "then", "total", "altogether", "left", "remaining"}
+              "which", "that", "this", "then", "altogether", "left"}
+# words between a number and what it counts ("600 more surfers", "21 used hours")
+_MODIFIERS = {"more", "less", "fewer", "extra", "additional", "other", "total", "full", "whole",
+              "remaining", "used", "new", "old", "big", "small", "large", "different", "same"}
+_UNIT2 = re.compile(r"(?:\s+|-)([a-zA-Z]{2,})(?:\s+([a-zA-Z]{2,}))?")
 # numbers a question gives in words ("two liters", "a dozen", "quadruple")
 _WORD_NUMBERS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -72,6 +78,7 @@ CONCLUSION = 0.45     # the step computing the final answer goes last, unless st
 _CONSTANTS = {str(k) for k in range(0, 13)} | {"24", "30", "31", "52", "60", "100", "365", "1000"}
 
 
+@lru_cache(maxsize=65536)
 def number_value(token: str) -> str:
     """'$1,200.50' → '1200.5', '24.0' → '24', '−3' → '-3', '.5' → '0.5'."""
     t = token.replace("−", "-").replace(",", "")
@@ -98,10 +105,40 @@ def occurrence_units(text: str, m: re.Match) -> set[str]:
         units.add("$")
     if token.endswith("%"):
         units.add("%")
-    u = _UNIT.match(text, m.end())
-    if u and u.group(1).lower() not in _NOT_UNITS:
-        units.add(_unit(u.group(1)))
+    u = _UNIT2.match(text, m.end())
+    if u:
+        word = u.group(1).lower()
+        if word in _MODIFIERS and u.group(2):
+            word = u.group(2).lower()
+        if word not in _NOT_UNITS and word not in _MODIFIERS:
+            units.add(_unit(word))
     return units
+
+
+# a proper fraction written as one token ("2/5 * 80", "= 1/2") is a number, not a division;
+# "24/12" and "12/20 x 100%" stay divisions of the numbers they name
+_FRACTION = re.compile(r"(?<![\w.$/])(\d{1,3})/(\d{1,4})(?![\d/.]|\.\d)")
+
+
+def _fraction_value(a: int, b: int) -> str:
+    q = Decimal(a) / Decimal(b)
+    v = q.quantize(Decimal("0.0001"))
+    return format(v.normalize(), "f") if v == q else f"{a // gcd(a, b)}/{b // gcd(a, b)}"
+
+
+def _tokens(text: str) -> list[tuple[int, int, str, re.Match]]:
+    """Every number in the text as (start, end, value, match), fractions as one token."""
+    fractions = []
+    for m in _FRACTION.finditer(text):
+        a, b = int(m.group(1)), int(m.group(2))
+        if b and a < b and (b in (100, 1000) or (a <= 9 and b <= 12)):
+            fractions.append((m.start(), m.end(), _fraction_value(a, b), m))
+    taken = [(a, b) for a, b, _, _ in fractions]
+    out = list(fractions)
+    for m in _NUMBER.finditer(text):
+        if not any(a <= m.start() < b for a, b in taken):
+            out.append((m.start(), m.end(), number_value(m.group()), m))
+    return sorted(out, key=lambda t: t[0])
 
 
 @dataclass
@@ -132,36 +169,42 @@ def facts(text: str, calls: list[dict] | None = None) -> StepFacts:
             inp = c.get("input") or ""
             for m in _NUMBER.finditer(inp):
                 f.operands.setdefault(number_value(m.group()), set()).update(occurrence_units(inp, m))
+    tokens = _tokens(text)
+    at = {start: (value, m) for start, _, value, m in tokens}
     result_at = set()
     for m in _RESULT.finditer(text):
-        n = _NUMBER.match(text, m.start(1))
-        if n:
-            f.results.setdefault(number_value(n.group()), set()).update(occurrence_units(text, n))
-            result_at.add(n.start())
+        if m.start(1) in at:
+            value, tok = at[m.start(1)]
+            f.results.setdefault(value, set()).update(occurrence_units(text, tok))
+            result_at.add(m.start(1))
     operand_at = set()
     for m in _LHS.finditer(text):
-        if any(c.isdigit() for c in m.group(1)):
-            for n in _NUMBER.finditer(text, m.start(1), m.end(1)):
-                if n.start() in result_at:
-                    continue
-                v = number_value(n.group())
-                f.operands.setdefault(v, set()).update(occurrence_units(text, n))
-                f.operand_count[v] = f.operand_count.get(v, 0) + 1
-                operand_at.add(n.start())
-    for n in _NUMBER.finditer(text):
-        if n.start() in result_at or n.start() in operand_at:
+        if not any(c.isdigit() for c in m.group(1)):
             continue
-        v = number_value(n.group())
-        if v in f.results:                       # "15 toys because 7.5 / .5 = 15": what 15 counts
-            f.results[v] |= occurrence_units(text, n)
+        # "3 + 2 * 10 = 3 + 20 = 23": after an '=' the terms are this step's own intermediates,
+        # neither uses of other steps' results nor results anyone else would use
+        chained = re.search(_EQ + r"\s*$", text[:m.start(1)]) is not None
+        for start, end, value, tok in tokens:
+            if not (m.start(1) <= start < m.end(1)) or start in result_at:
+                continue
+            if not chained:
+                f.operands.setdefault(value, set()).update(occurrence_units(text, tok))
+                f.operand_count[value] = f.operand_count.get(value, 0) + 1
+            operand_at.add(start)
+    for start, end, value, tok in tokens:
+        if start in result_at or start in operand_at:
+            continue
+        if value in f.results:                   # "15 toys because 7.5 / .5 = 15": what 15 counts
+            f.results[value] |= occurrence_units(text, tok)
         else:
-            f.mentions.setdefault(v, set()).update(occurrence_units(text, n))
+            f.mentions.setdefault(value, set()).update(occurrence_units(text, tok))
     for m in _VAR_DEF.finditer(text):
         f.defines.add((m.group(1) or m.group(2)))
     return f
 
 
-def givens(question: str) -> dict[str, set[str]]:
+@lru_cache(maxsize=4096)
+def givens(question: str) -> dict[str, frozenset[str]]:
     """Numbers the question gives, in digits or words, with what they count."""
     out: dict[str, set[str]] = {}
     for m in _NUMBER.finditer(question):
@@ -173,7 +216,7 @@ def givens(question: str) -> dict[str, set[str]]:
     for m in _IMPLIED_WORD.finditer(question):
         value, unit = _IMPLIED[m.group(1).lower()]
         out.setdefault(value, set()).add(unit)
-    return out
+    return {v: frozenset(u) for v, u in out.items()}      # cached: shared, so read-only
 
 
 @dataclass(frozen=True)
