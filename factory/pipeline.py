@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.card import render_card
+from factory.domains import AUTO_DOMAIN, classify as classify_domains, cues_for as domain_cues
 from factory.manifest import SourceReport, StageCount, build_manifest, dumps
 from factory.output import publish_dir, sha256_file, staging_dir, write_bytes_atomic, write_parquet_atomic
 from factory.quarantine import Quarantine
@@ -259,7 +260,13 @@ def assemble(df: pl.DataFrame, spec: SourceBase, loaded: LoadedRecipe) -> pa.Tab
         meta=pl.col("_meta"),
         recipe=pl.struct(name=lit(loaded.recipe.name), sha=lit(loaded.sha256)),
     )
-    return conform(df)
+    table = conform(df)
+    if spec.domain == AUTO_DOMAIN and table.num_rows:
+        rows = pl.from_arrow(table)
+        assert isinstance(rows, pl.DataFrame)
+        domains = classify_domains(rows, domain_cues(loaded.recipe.domains))
+        table = table.set_column(table.schema.get_field_index("domain"), ROW_SCHEMA.field("domain"), domains.to_arrow().cast(pa.string()))
+    return table
 
 
 def build_table_stages(ctx: StageContext) -> list[Stage]:

@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from factory.domains import possible_domains
 from factory.errors import InputError
 from factory.recipe.model import ValidateOptions
 from factory.rows import KINDS, ROLES, STEP_TAGS
@@ -155,7 +156,7 @@ class Validate(Stage):
         super().__init__(ctx, label)
         self.opts = opts
         recipe = ctx.loaded.recipe
-        self.params = {"domains": sorted({s.domain for s in recipe.sources}), "max_chars": opts.max_chars}
+        self.params = {"domains": possible_domains(recipe), "max_chars": opts.max_chars}
 
     def suite_path(self, kind: str) -> Path:
         base = self.ctx.loaded.base_dir
