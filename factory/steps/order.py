@@ -25,7 +25,8 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from math import gcd
 
-_NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?")
+# a number, but not a coefficient ("5x", "40x metres": 40 is not a value of its own)
+_NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?(?>\d[\d,]*(?:\.\d+)?|\.\d+)%?(?![a-zA-Z]\b|\d)")
 # a result is a plain number after '=' ("= 24", "= $3.50 each"), not an expression ("= 3 * x")
 _EQ = r"(?:=|\bequals?\b|\bequaling\b)"
 _RESULT = re.compile(_EQ + r"\s*([-−]?[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?)"
@@ -183,7 +184,7 @@ def facts(text: str, calls: list[dict] | None = None) -> StepFacts:
             continue
         # "3 + 2 * 10 = 3 + 20 = 23": after an '=' the terms are this step's own intermediates,
         # neither uses of other steps' results nor results anyone else would use
-        chained = re.search(_EQ + r"\s*$", text[:m.start(1)]) is not None
+        chained = re.search(r"[\d)%]\s*" + _EQ + r"\s*$", text[:m.start(1)]) is not None
         for start, end, value, tok in tokens:
             if not (m.start(1) <= start < m.end(1)) or start in result_at:
                 continue
@@ -351,10 +352,12 @@ def order_steps(steps: list[dict], question: str = "", answer: str | None = None
     n = len(steps)
     end = conclusion(info, found, answer)
     if end is not None:
-        # everything but a restatement of the answer ("So she has 45 dollars.") comes before it
+        # every calculation but a restatement of the answer ("So she has 45 dollars.") comes
+        # before it; steps without numbers ("Answer: A") carry no evidence either way
         said = set(info[end].results)
         found += [Need(end, (k,), CONCLUSION, "conclusion") for k in range(n)
-                  if k != end and not (said & set(info[k].mentions))]
+                  if k != end and (info[k].results or info[k].operands or info[k].mentions)
+                  and not (said & set(info[k].mentions))]
     identity = list(range(n))
     flags: list[str] = []
     unmet = [nd for nd in found if not satisfied(identity, nd)]
