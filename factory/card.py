@@ -105,10 +105,10 @@ def render_card(manifest: dict[str, Any], description: str = "", sizes: dict[str
         lines.append(f"| `{s['name']}` ({s['path']}) | {s['kind']} | `{s['domain']}` | {s['format']} | "
                      f"{s['license'] or 'unknown'} | {s['records']:,} | {s['rows']:,} |")
     lines += ["", "Each source keeps its own licence; attribution for the bundled samples is in the files "
-              "the recipe points at.", "", "## Processing", "", "| stage | in | out | quarantined |",
-              "| --- | ---: | ---: | ---: |"]
+              "the recipe points at.", "", "## Processing", "", "| stage | in | made | out | quarantined |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for st in manifest["stages"]:
-        lines.append(f"| {st['stage']} | {st['rows_in']:,} | {st['rows_out']:,} | {st['quarantined']:,} |")
+        lines.append(f"| {st['stage']} | {st['rows_in']:,} | {st.get('added', 0):,} | {st['rows_out']:,} | {st['quarantined']:,} |")
     if manifest["quarantine"]:
         lines += ["", "Rejected rows are kept, with their reasons, under `quarantine/`:", ""]
         for q in manifest["quarantine"]:

@@ -88,7 +88,7 @@ def possible_domains(recipe) -> list[str]:
     """Every domain a recipe's rows can carry: its sources' domains, and with ``auto`` every
     classifier domain and ``general``."""
     named = {s.domain for s in recipe.sources if s.domain != AUTO_DOMAIN}
-    if any(s.domain == AUTO_DOMAIN for s in recipe.sources):
+    if any(s.domain == AUTO_DOMAIN for s in recipe.sources) or recipe.derive is not None:   # derived rows: classified
         named |= set(cues_for(recipe.domains)) | {"general"}
     return sorted(named)
 
@@ -125,15 +125,13 @@ REPLY_WEIGHT = 0.3
 MAX_HITS = 4
 
 
-def classify(df: pl.DataFrame, cues: dict[str, list[Cue]] | None = None) -> pl.Series:
-    """The domain of every row of a canonical frame (needs question, messages, chosen, options,
+def scores(df: pl.DataFrame, cues: dict[str, list[Cue]] | None = None) -> pl.DataFrame:
+    """A column per domain: every row's cue score (needs question, messages, chosen, options,
     gold_answer, kind)."""
     cues = cues or BUILTIN
-    if df.height == 0:
-        return pl.Series("domain", [], dtype=pl.String)
     texts = df.select(asked=asked_text().fill_null(""), replied=replied_text().fill_null(""))
     question = df["question"].fill_null("")
-    scores = {}
+    out = {}
     for domain, items in cues.items():
         total = pl.Series([0.0] * df.height)
         for cue in items:
@@ -145,18 +143,23 @@ def classify(df: pl.DataFrame, cues: dict[str, list[Cue]] | None = None) -> pl.S
             hits = (texts["asked"].str.count_matches(pattern).clip(upper_bound=MAX_HITS).cast(pl.Float64)
                     + REPLY_WEIGHT * texts["replied"].str.count_matches(pattern).clip(upper_bound=MAX_HITS).cast(pl.Float64))
             total = total + hits * cue.weight
-        scores[domain] = total
-    if "commonsense" in scores:
+        out[domain] = total
+    if "commonsense" in out:
         yes_no = df["gold_answer"].fill_null("").str.contains(_YES_NO_ANSWER).cast(pl.Float64)
-        scores["commonsense"] = scores["commonsense"] + yes_no * 2.0
+        out["commonsense"] = out["commonsense"] + yes_no * 2.0
     for kind, (domain, weight) in KIND_PRIOR.items():
-        if domain in scores:
-            scores[domain] = scores[domain] + (df["kind"] == kind).cast(pl.Float64) * weight
-    names = list(scores)
-    best = pl.DataFrame(scores).select(
-        best=pl.concat_list(pl.all()).list.arg_max(),
-        top=pl.max_horizontal(pl.all()),
-    )
+        if domain in out:
+            out[domain] = out[domain] + (df["kind"] == kind).cast(pl.Float64) * weight
+    return pl.DataFrame(out)
+
+
+def classify(df: pl.DataFrame, cues: dict[str, list[Cue]] | None = None) -> pl.Series:
+    """The domain of every row: the best-scoring one, ``general`` when no cue fires."""
+    if df.height == 0:
+        return pl.Series("domain", [], dtype=pl.String)
+    table = scores(df, cues)
+    names = table.columns
+    best = table.select(best=pl.concat_list(pl.all()).list.arg_max(), top=pl.max_horizontal(pl.all()))
     picked = best["best"].replace_strict(list(range(len(names))), names, return_dtype=pl.String)
     return picked.zip_with(best["top"] > 0, pl.Series(["general"] * df.height)).rename("domain")
 

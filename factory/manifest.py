@@ -20,10 +20,11 @@ class StageCount:
     rows_in: int = 0
     rows_out: int = 0
     quarantined: int = 0
+    added: int = 0              # rows a stage made (derived rows)
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.rows_out + self.quarantined
+        return self.rows_in + self.added == self.rows_out + self.quarantined
 
 
 @dataclass
@@ -37,7 +38,8 @@ class SourceReport:
     sha256: str | None
     records: int = 0
     blank_lines: int = 0
-    rows: int = 0
+    rows: int = 0               # in the shards, derived rows included
+    derived: int = 0            # rows derived from this source's rows (in ``rows``)
     stages: list[StageCount] = field(default_factory=list)
 
 

@@ -5,7 +5,7 @@
            ─► quarantine, manifest.json, README.md card, run.json
 
 Each arrow is a module with a small typed interface; this file only wires them and keeps the
-books: for every stage, rows in = rows out + rows quarantined.
+books: for every stage, rows in + rows it made (derived rows) = rows out + rows quarantined.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from factory.sources.mapping import MAPPERS
 from factory.clean.decontaminate import Decontaminate
 from factory.clean.dedup import Dedup
 from factory.clean.validate import Validate, prefetch_great_expectations, stop_worker
+from factory.derive import Derive
+from factory.mix import Mix
 from factory.stages import Stage, StageContext, UniqueIds
+from factory.steps.stage import Steps
 from factory.standardize import standardize
 
 SOURCE_STAGES = ("read", "map", "standardize")
@@ -141,9 +144,10 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         seconds[f"source:{spec.name}"] = secs
     table = pa.concat_tables(tables) if tables else empty_table()
 
-    # 2. Whole-table stages: ids, dedup, decontamination, validation (teacher and steps plug in
-    #    between dedup passes).
+    # 2. Whole-table stages: ids, dedup, steps, derived rows, decontamination, mix, validation
+    #    (build_table_stages has the order and why).
     rows_by_source = {r.name: r.stages[-1].rows_out for r in reports}
+    derived_by_source: dict[str, int] = {}
     reports_by_stage: dict[str, dict] = {}
     stage_files: dict[str, bytes] = {}
     for st in table_stages:
@@ -157,7 +161,13 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         if result.rejected.height:
             for src, k in result.rejected.select(pl.col("source").struct.field("name")).to_series().value_counts().iter_rows():
                 rows_by_source[src] -= k
-        _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height)
+        added = result.kept.num_rows - (table.num_rows - result.rejected.height)
+        if added:       # derived rows count towards their parent's source
+            new_rows = result.kept.slice(table.num_rows - result.rejected.height)
+            for src, k in pl.from_arrow(new_rows.select(["source"])).to_series().struct.field("name").value_counts().iter_rows():
+                rows_by_source[src] = rows_by_source.get(src, 0) + k
+                derived_by_source[src] = derived_by_source.get(src, 0) + k
+        _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height, added)
         if result.report is not None:
             reports_by_stage[name] = result.report
         stage_files.update(result.files)
@@ -180,6 +190,7 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         quarantine_files.append({"path": rel, "stage": name, "rows": q.num_rows, "sha256": sha256_file(stage / rel)})
     for report in reports:
         report.rows = rows_by_source.get(report.name, 0)
+        report.derived = derived_by_source.get(report.name, 0)
     for rel, data in sorted(stage_files.items()):
         write_bytes_atomic(stage / rel, data)
     manifest = build_manifest(
@@ -276,11 +287,17 @@ def build_table_stages(ctx: StageContext) -> list[Stage]:
     dedup = recipe.dedup
     if dedup is not None and (dedup.exact or dedup.minhash) and "before_teacher" in dedup.when:
         stages.append(Dedup(ctx, dedup, label="dedup", threads=SOURCE_THREADS))
-    # teacher (#3) and steps (#4) run here
+    # the teacher (#3) runs here
+    if recipe.steps is not None:
+        stages.append(Steps(ctx, recipe.steps, workers=SOURCE_THREADS))
+    if recipe.derive is not None:
+        stages.append(Derive(ctx, recipe.derive))
     if dedup is not None and (dedup.exact or dedup.minhash) and "after_teacher" in dedup.when:
         stages.append(Dedup(ctx, dedup, label="dedup_after_teacher", threads=SOURCE_THREADS))
     if dedup is not None and dedup.decontaminate:
         stages.append(Decontaminate(ctx, dedup))
+    if recipe.mix is not None:
+        stages.append(Mix(ctx, recipe.mix))
     if recipe.validate_ is not None:
         stages.append(Validate(ctx, recipe.validate_))
     return stages
@@ -336,11 +353,12 @@ def _quarantine_rows(quarantine: Quarantine, stage: str, rejected: pl.DataFrame)
     ))
 
 
-def _count(c: StageCount, rows_in: int, rows_out: int, quarantined: int) -> None:
+def _count(c: StageCount, rows_in: int, rows_out: int, quarantined: int, added: int = 0) -> None:
     c.rows_in += rows_in
     c.rows_out += rows_out
     c.quarantined += quarantined
+    c.added += added
 
 
 def _add(total: StageCount, part: StageCount) -> None:
-    _count(total, part.rows_in, part.rows_out, part.quarantined)
+    _count(total, part.rows_in, part.rows_out, part.quarantined, part.added)

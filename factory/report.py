@@ -23,14 +23,17 @@ def stage_table(manifest: dict[str, Any]) -> Table:
     t = Table(title="stages", title_justify="left", expand=False)
     t.add_column("stage")
     t.add_column("in", justify="right")
+    t.add_column("made", justify="right")
     t.add_column("out", justify="right")
     t.add_column("quarantined", justify="right")
     t.add_column("books", justify="center")
     for s in manifest["stages"]:
-        ok = s["rows_in"] == s["rows_out"] + s["quarantined"]
-        t.add_row(s["stage"], f"{s['rows_in']:,}", f"{s['rows_out']:,}",
+        added = s.get("added", 0)
+        ok = s["rows_in"] + added == s["rows_out"] + s["quarantined"]
+        t.add_row(s["stage"], f"{s['rows_in']:,}", Text(f"+{added:,}", style="cyan") if added else Text("", style="dim"),
+                  f"{s['rows_out']:,}",
                   Text(f"{s['quarantined']:,}", style="yellow" if s["quarantined"] else "dim"),
-                  Text("✓", style="green") if ok else Text("✗ in ≠ out + quarantined", style="bold red"))
+                  Text("✓", style="green") if ok else Text("✗ in + made ≠ out + quarantined", style="bold red"))
     return t
 
 
@@ -53,11 +56,13 @@ def domain_table(manifest: dict[str, Any]) -> Table:
 def source_table(manifest: dict[str, Any]) -> Table:
     t = Table(title="sources", title_justify="left")
     for col, just in (("source", "left"), ("kind", "left"), ("format", "left"), ("records", "right"),
-                      ("rows", "right"), ("rejected", "right")):
+                      ("rows", "right"), ("of them derived", "right"), ("rejected", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in manifest["sources"]:
-        rejected = s["records"] - s["rows"]
+        derived = s.get("derived", 0)
+        rejected = s["records"] + derived - s["rows"]
         t.add_row(s["name"], s["kind"], s["format"], f"{s['records']:,}", f"{s['rows']:,}",
+                  Text(f"{derived:,}", style="cyan") if derived else Text("", style="dim"),
                   Text(f"{rejected:,}", style="yellow" if rejected else "dim"))
     return t
 

@@ -110,7 +110,7 @@ def derived_columns(table: pa.Table) -> pl.DataFrame:
         question_chars=pl.col("question").str.len_chars().fill_null(0),
         answer_chars=pl.col("answer").str.len_chars().fill_null(0),
         step_count=pl.col("steps").list.len(),
-        cot_steps_ok=(pl.col("trace_format") == "none") | (pl.col("steps").list.len() > 0),
+        cot_steps_ok=(pl.col("trace_format") == "none") | (pl.col("steps").list.len() > 0),   # derived rows carry steps too
         step_tags_ok=pl.col("steps").list.eval(el.struct.field("tag").is_in(list(STEP_TAGS))).list.all(),
         step_text_ok=pl.col("steps").list.eval(el.struct.field("text").str.contains(r"\S").fill_null(False)).list.all(),
         refs_ok=pl.col("subquestions").list.eval(

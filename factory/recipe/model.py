@@ -302,7 +302,7 @@ class DeriveOptions(Strict):
 
     subquestion_pairs: bool = Field(True, description="a row per sub-question with a known or matching answer")
     contrast: bool = Field(True, description="where one question has several traces, a row that contrasts two of them")
-    min_fact_overlap: float = Field(0.25, ge=0, le=1, description="a StrategyQA fact answers a sub-question when their word overlap reaches this")
+    min_fact_overlap: float = Field(0.5, ge=0, le=1, description="a StrategyQA fact answers a sub-question when their word overlap reaches this")
     domain_wording: bool = Field(False, description="generic sub-questions name their domain ('…essential?' → '…essential in math?')")
 
 

@@ -22,6 +22,11 @@ import polars as pl
 MAY_SPLIT = r"[.!?][\"')\]”’]*\s+\S|\n\s*\S"
 _LIST_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[a-zA-Z][.)]|[-*•])$")
 _OPEN_QUOTES = {'"', "“", "«", "„"}
+# a period after these does not end a sentence ("Rs. 128", "approx. 3 km", "Mr. Lee")
+ABBREVIATIONS = {"rs", "mr", "mrs", "ms", "dr", "st", "vs", "etc", "approx", "no", "nos", "fig", "eq", "eqn",
+                 "km", "hr", "hrs", "min", "mins", "sec", "secs", "ft", "lb", "lbs", "oz", "kg", "cm", "mm",
+                 "sq", "cu", "avg", "dept", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
+                 "oct", "nov", "dec", "e.g", "i.e", "cf", "al", "inc", "ltd", "co", "jr", "sr", "prof", "rev"}
 _CLOSE_QUOTES = {'"', "”", "»"}
 
 
@@ -61,12 +66,16 @@ def fix_boundaries(doc):
         keep_together.update(range(s + 1, min(end + 2, n)))   # the marker and the word after it
     line_starts = set(starts)
     inside_quote = False
+    last_start = 0
     for i in range(n):
         text = doc[i].text
         if i in line_starts:
             inside_quote = False
-        elif i > 0 and (i in keep_together or inside_quote or _in_equation(doc, i)):
+        elif i > 0 and (i in keep_together or inside_quote or _in_equation(doc, i) or _continues(doc, i)
+                        or _LIST_MARKER.match(doc[last_start:i].text.strip())):   # an inline "2." opens, never ends
             doc[i].is_sent_start = False
+        if i == 0 or doc[i].is_sent_start:
+            last_start = i
         if text == '"':
             inside_quote = not inside_quote
         elif text in _OPEN_QUOTES:
@@ -74,6 +83,17 @@ def fix_boundaries(doc):
         elif text in _CLOSE_QUOTES:
             inside_quote = False
     return doc
+
+
+def _continues(doc, i: int) -> bool:
+    """A sentence does not start with a lowercase word, nor right after an abbreviation's period."""
+    text = doc[i].text
+    if text[:1].islower():
+        return True
+    prev = doc[i - 1].text
+    if prev == "." and i >= 2:
+        return doc[i - 2].text.lower() in ABBREVIATIONS
+    return prev.endswith(".") and prev[:-1].lower() in ABBREVIATIONS
 
 
 def _in_equation(doc, i: int) -> bool:
