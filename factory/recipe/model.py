@@ -331,6 +331,20 @@ class Recipe(Strict):
     validate_: ValidateOptions | None = Field(None, alias="validate", description="Great Expectations suites run before shards are final")
     shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
 
+    @model_validator(mode="after")
+    def _mix_names_real_domains(self) -> "Recipe":
+        if self.mix is None:
+            return self
+        from factory.domains import possible_domains     # the classifier's names, for domain: auto
+
+        known = possible_domains(self)
+        for key in ("weights", "caps"):
+            unknown = sorted(set(getattr(self.mix, key)) - set(known))
+            if unknown:
+                raise ValueError(f"mix.{key}: no source can produce domain {', '.join(repr(d) for d in unknown)} "
+                                 f"(expected one of: {', '.join(known)})")
+        return self
+
     @property
     def output_dir(self) -> str:
         return self.output or f"shards/{self.name}"

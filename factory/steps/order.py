@@ -375,6 +375,8 @@ def order_steps(steps: list[dict], question: str = "", answer: str | None = None
     position = {old: new for new, old in enumerate(order)}
     parents: dict[int, set[int]] = {}
     for nd in found:
+        if nd.kind == "conclusion":            # an ordering rule, not something the step uses
+            continue
         j = position[nd.step]
         earlier = [position[i] for i in nd.sources if position[i] < j]
         if earlier:

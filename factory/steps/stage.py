@@ -100,15 +100,24 @@ def structure(df: pl.DataFrame, opts: StepOptions, workers: int = 1) -> tuple[pl
     timings["order"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    texts, calls, tags = with_steps["text"].to_list(), with_steps["calls"].to_list(), with_steps["tag"].to_list()
-    new_steps, new_flags, reordered = [], [], 0
-    for (order, depends, flags), ts, cs, tg in zip(orders, texts, calls, tags):
-        reordered += order != sorted(order)
-        new_steps.append([{"tag": tg[i], "text": ts[i], "depends_on": d, "calls": cs[i]} for i, d in zip(order, depends)])
-        new_flags.append(flags)
-    step_dtype = df.schema["steps"]
-    rebuilt = pl.DataFrame({"row": with_steps["row"], "_steps": pl.Series(new_steps, dtype=step_dtype),
-                            "_flags": pl.Series(new_flags, dtype=pl.List(pl.String))})
+    # Back to nested steps without a Python dict per step: every piece gets its new position
+    # and depends_on from the ordering, then one sort and one group_by rebuild the lists.
+    sizes = [len(o) for o, _, _ in orders]
+    placement = pl.DataFrame({
+        "row": pl.Series(with_steps["row"]).gather([k for k, n in enumerate(sizes) for _ in range(n)]),
+        "k": [i for o, _, _ in orders for i in o],
+        "pos": [p for n in sizes for p in range(n)],
+        "depends_on": pl.Series([d for _, ds, _ in orders for d in ds], dtype=pl.List(pl.Int32)),
+    }, schema_overrides={"k": pl.UInt32, "pos": pl.UInt32})
+    pieces = flat.with_columns(k=pl.int_range(pl.len(), dtype=pl.UInt32).over("row"))
+    rebuilt = (pieces.join(placement, on=["row", "k"], how="left").sort("row", "pos")
+               .group_by("row", maintain_order=True)
+               .agg(_steps=pl.struct("tag", "text", "depends_on", "calls"))
+               .join(pl.DataFrame({"row": with_steps["row"],
+                                   "_flags": pl.Series([f for _, _, f in orders], dtype=pl.List(pl.String))}),
+                     on="row", how="left"))
+    reordered = sum(o != sorted(o) for o, _, _ in orders)
+    rebuilt = rebuilt.with_columns(pl.col("_steps").cast(df.schema["steps"]))
     forward = pl.col("subquestions").list.eval(
         (pl.element().struct.field("refs").list.max().fill_null(-1) >= pl.int_range(pl.len()))).list.any().fill_null(False)
     out = (indexed.join(rebuilt, on="row", how="left")
