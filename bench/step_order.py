@@ -27,9 +27,9 @@ CALL = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
-def rows(data: Path, split: str = "test") -> list[tuple[str, list[str], set[tuple[int, int]]]]:
+def rows(data: Path, split: str = "test", path: Path | None = None) -> list[tuple[str, list[str], set[tuple[int, int]]]]:
     out = []
-    for line in (data / "gsm8k" / f"{split}.jsonl").read_text().splitlines():
+    for line in (path or data / "gsm8k" / f"{split}.jsonl").read_text().splitlines():
         r = json.loads(line)
         body = r["answer"].split("####")[0]
         lines = [l.strip() for l in body.split("\n") if l.strip()]

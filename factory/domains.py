@@ -3,7 +3,7 @@
 The classifier is a table of cues per domain, each a case-insensitive regular expression with a
 weight, scored over a row's text (question, conversation turns, the preferred reply, options and
 gold answer) in one vectorised pass per cue. The row takes the domain with the highest score;
-a row no cue fires on is ``general``. A recipe's ``domains:`` adds cues (weight 2 each) to a
+a row no cue fires on is ``general``. A recipe's ``domains:`` adds cues (weight 3 each: the user asked) to a
 built-in domain or defines a new one.
 
 Built-in domains and what they mean:
@@ -94,10 +94,10 @@ def possible_domains(recipe) -> list[str]:
 
 
 def cues_for(extra: dict[str, list[str]] | None) -> dict[str, list[Cue]]:
-    """Built-in cues plus a recipe's (weight 2 each; a new name makes a new domain)."""
+    """Built-in cues plus a recipe's (RECIPE_CUE_WEIGHT each; a new name makes a new domain)."""
     out = {d: list(c) for d, c in BUILTIN.items()}
     for domain, patterns in (extra or {}).items():
-        out.setdefault(domain, []).extend(Cue(p, 2.0) for p in patterns)
+        out.setdefault(domain, []).extend(Cue(p, RECIPE_CUE_WEIGHT) for p in patterns)
     return out
 
 
@@ -122,6 +122,7 @@ def replied_text() -> pl.Expr:
 
 
 REPLY_WEIGHT = 0.3
+RECIPE_CUE_WEIGHT = 3.0
 MAX_HITS = 4
 
 

@@ -1,9 +1,10 @@
 """Step tags from one rule table: CHECK, ACTION, SUMMARY, else THOUGHT.
 
-Rules are tried in the table's order and the first tag whose pattern matches wins, so a step
-that verifies a calculation ("Check: 3 * 8 = 24 ✓") is CHECK, a calculation that concludes
-("So he pays 8 * 3 = $24.") is ACTION, and a plain conclusion is SUMMARY. A step that carries a
-structured tool call (GSM8K's ``<<48/2=24>>``) is ACTION whatever its words. A recipe's
+A step that carries a structured tool call (GSM8K's ``<<48/2=24>>``) is ACTION whatever its
+words ("the check came to 3 * 8 = $24" is a bill, not a verification). Otherwise rules are tried
+in the table's order and the first tag whose pattern matches wins, so a step that verifies a
+calculation ("Check: 3 * 8 = 24 ✓") is CHECK, a calculation that concludes ("So he pays
+8 * 3 = $24.") is ACTION, and a plain conclusion is SUMMARY. A recipe's
 ``steps.tags`` replaces the patterns of the tags it names.
 """
 
@@ -24,7 +25,7 @@ RULES: dict[str, list[str]] = {
     ],
     "ACTION": [
         rf"{_NUM}\s*(?:[-+*/×÷^−–]|\bx\b|\btimes\b|\bplus\b|\bminus\b|\bdivided by\b)\s*\(?{_NUM}[^=\n]*(?:=|\bequals?\b)",
-        r"^\s*(?:let\s+)?[a-zA-Z]\s*=\s*[-\d($.]",
+        r"(?i)^\s*(?:let\s+)?[a-z]\s*=\s*[-\d($.]",
         r"(?i)\b(?:search(?:ed|ing)? (?:for|the web)|look(?:ed|ing)? up|call(?:ed|ing)? the|run(?:ning)? the|"
         r"execut(?:e|ed|ing)|query(?:ing)? the|use the (?:calculator|tool|api))\b",
     ],
@@ -56,7 +57,8 @@ def tag_expr(text: pl.Expr, has_calls: pl.Expr, rules: dict[str, list[str]]) -> 
             return pl.lit(False)
         return pl.any_horizontal([text.str.contains(p) for p in patterns]).fill_null(False)
 
-    expr = pl.when(hit("CHECK")).then(pl.lit("CHECK"))
-    expr = expr.when(has_calls | hit("ACTION")).then(pl.lit("ACTION"))
+    expr = pl.when(has_calls).then(pl.lit("ACTION"))      # a structured tool call is an action, whatever its words
+    expr = expr.when(hit("CHECK")).then(pl.lit("CHECK"))
+    expr = expr.when(hit("ACTION")).then(pl.lit("ACTION"))
     expr = expr.when(hit("SUMMARY")).then(pl.lit("SUMMARY"))
     return expr.otherwise(pl.lit("THOUGHT"))
