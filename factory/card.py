@@ -109,6 +109,12 @@ def render_card(manifest: dict[str, Any], description: str = "", sizes: dict[str
               "| --- | ---: | ---: | ---: | ---: |"]
     for st in manifest["stages"]:
         lines.append(f"| {st['stage']} | {st['rows_in']:,} | {st.get('added', 0):,} | {st['rows_out']:,} | {st['quarantined']:,} |")
+    mix = manifest.get("reports", {}).get("mix")
+    if mix:
+        lines += ["", f"Domains were balanced ({mix['strategy']}, seed {mix['seed']}): rows per domain before and after.",
+                  "", "| domain | before | after | share |", "| --- | ---: | ---: | ---: |"]
+        for d, n in mix["before"].items():
+            lines.append(f"| `{d}` | {n:,} | {mix['after'].get(d, 0):,} | {100 * mix['share_after'].get(d, 0):.1f} % |")
     if manifest["quarantine"]:
         lines += ["", "Rejected rows are kept, with their reasons, under `quarantine/`:", ""]
         for q in manifest["quarantine"]:

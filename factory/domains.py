@@ -1,9 +1,11 @@
 """Domain tags: the offline classifier behind ``domain: auto``, and domain-adapted wording.
 
 The classifier is a table of cues per domain, each a case-insensitive regular expression with a
-weight, scored over a row's text (question, conversation turns, the preferred reply, options and
-gold answer) in one vectorised pass per cue. The row takes the domain with the highest score;
-a row no cue fires on is ``general``. A recipe's ``domains:`` adds cues (weight 3 each: the user asked) to a
+weight, counted (up to MAX_HITS times) in one vectorised pass per cue over what the user asked
+(question, user turns, options: full weight) and what was replied (assistant turns, the chosen
+reply: REPLY_WEIGHT); a yes/no gold answer and the row kind (a preference pair, a chat) add
+priors. The row takes the domain with the highest score; a row no cue fires on is ``general``.
+A recipe's ``domains:`` adds cues (RECIPE_CUE_WEIGHT each: the user asked for them) to a
 built-in domain or defines a new one.
 
 Built-in domains and what they mean:

@@ -23,7 +23,6 @@ from typing import Iterator, Protocol
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from factory.card import render_card
 from factory.domains import AUTO_DOMAIN, classify as classify_domains, cues_for as domain_cues

@@ -55,15 +55,51 @@ def domain_table(manifest: dict[str, Any]) -> Table:
 
 def source_table(manifest: dict[str, Any]) -> Table:
     t = Table(title="sources", title_justify="left")
-    for col, just in (("source", "left"), ("kind", "left"), ("format", "left"), ("records", "right"),
-                      ("rows", "right"), ("of them derived", "right"), ("rejected", "right")):
+    any_derived = any(s.get("derived") for s in manifest["sources"])
+    cols = [("source", "left"), ("kind", "left"), ("format", "left"), ("records", "right"), ("rows", "right")]
+    cols += [("of them derived", "right")] if any_derived else []
+    for col, just in cols + [("rejected", "right")]:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in manifest["sources"]:
         derived = s.get("derived", 0)
         rejected = s["records"] + derived - s["rows"]
-        t.add_row(s["name"], s["kind"], s["format"], f"{s['records']:,}", f"{s['rows']:,}",
-                  Text(f"{derived:,}", style="cyan") if derived else Text("", style="dim"),
-                  Text(f"{rejected:,}", style="yellow" if rejected else "dim"))
+        cells: list[Any] = [s["name"], s["kind"], s["format"], f"{s['records']:,}", f"{s['rows']:,}"]
+        if any_derived:
+            cells.append(Text(f"{derived:,}", style="cyan") if derived else Text("", style="dim"))
+        t.add_row(*cells, Text(f"{rejected:,}", style="yellow" if rejected else "dim"))
+    return t
+
+
+def steps_table(manifest: dict[str, Any]) -> Table | None:
+    """The steps stage at a glance: how traces were cut and what the steps do."""
+    r = manifest.get("reports", {}).get("steps")
+    if not r or not r.get("steps_out"):
+        return None
+    t = Table(title=f"steps: {r['rows_with_steps']:,} traces → {r['steps_out']:,} steps",
+              title_justify="left")
+    t.add_column("tag")
+    t.add_column("steps", justify="right")
+    t.add_column("share")
+    for tag, n in r["tags"].items():
+        t.add_row(Text(tag, style=TAG_STYLE.get(tag, "")), f"{n:,}", _bar(n, r["steps_out"]))
+    moved = (f"{r['rows_reordered']:,} traces reordered, {r['dependency_cycles']:,} with a dependency cycle"
+             if r["order"] == "dependency" else f"order kept; {r['rows_out_of_order']:,} traces use a later step")
+    t.caption = moved
+    return t
+
+
+def mix_table(manifest: dict[str, Any]) -> Table | None:
+    """Rows per domain before and after the mix."""
+    r = manifest.get("reports", {}).get("mix")
+    if not r:
+        return None
+    t = Table(title=f"mix ({r['strategy']}, seed {r['seed']})", title_justify="left")
+    for col, just in (("domain", "left"), ("before", "right"), ("after", "right"), ("share", "right"), ("", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    total = sum(r["after"].values())
+    for d in r["before"]:
+        after = r["after"].get(d, 0)
+        t.add_row(d, f"{r['before'][d]:,}", f"{after:,}", f"{100 * r['share_after'].get(d, 0):.1f} %", _bar(after, total))
     return t
 
 
@@ -89,8 +125,9 @@ def print_summary(console: Console, manifest: dict[str, Any], out: str, seconds:
         f", {seconds:.1f} s ({rows / seconds:,.0f} rows/s)" if seconds > 0 else "",
     )
     parts: list[Any] = [head, domain_table(manifest), stage_table(manifest), source_table(manifest)]
-    if (r := reasons_table(reasons)) is not None:
-        parts.append(r)
+    for extra in (steps_table(manifest), mix_table(manifest), reasons_table(reasons)):
+        if extra is not None:
+            parts.append(extra)
     parts.append(Text(f"card: {out}/README.md   ·   look inside: factory inspect {out}", style="dim"))
     console.print(Panel(Group(*parts), title="CoT Factory", border_style="cyan"))
 

@@ -225,15 +225,15 @@ def test_validation_quarantines_exactly_the_planted_violations(tmp_path):
 
 
 def test_full_cleaning_recipe_books_and_rerun_identity(tmp_path, run_recipe):
-    text = QUICKSTART.read_text().replace("path: data/", f"path: {DATA}/")   # dedup + decontaminate + validate
+    text = QUICKSTART.read_text().replace("path: data/", f"path: {DATA}/")   # steps + dedup + decontaminate + validate
     result, out, quarantined = run_recipe(text)
     m = result.manifest
     names = [s["stage"] for s in m["stages"]]
-    assert names == ["read", "map", "standardize", "unique_ids", "dedup", "decontaminate", "validate", "shards"]
+    assert names == ["read", "map", "standardize", "unique_ids", "dedup", "steps", "decontaminate", "validate", "shards"]
     for s in m["stages"]:
-        assert s["rows_in"] == s["rows_out"] + s["quarantined"], s
+        assert s["rows_in"] + s["added"] == s["rows_out"] + s["quarantined"], s
     assert (result.out / "validation" / "qa.json").exists()
-    assert set(m["reports"]) == {"dedup", "decontaminate", "validate"}
+    assert set(m["reports"]) == {"dedup", "steps", "decontaminate", "validate"}
     first = {p.relative_to(result.out): p.read_bytes() for p in result.out.rglob("*") if p.is_file() and p.name != "run.json"}
     result2, _, _ = run_recipe(text)
     second = {p.relative_to(result2.out): p.read_bytes() for p in result2.out.rglob("*") if p.is_file() and p.name != "run.json"}

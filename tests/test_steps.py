@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import sys
 
 import polars as pl
@@ -176,3 +175,30 @@ def test_structure_keeps_rows_without_steps_and_moves_calls_with_their_piece():
     assert [s["calls"] for s in first] == [[], [{"tool": "calculator", "input": "48/2", "output": "24"}]]
     assert [s["tag"] for s in first] == ["THOUGHT", "ACTION"]
     assert out["steps"][1].to_list() == [] and report["rows_with_steps"] == 1
+
+
+def test_a_trained_pipeline_named_in_the_recipe_feeds_dependencies(tmp_path):
+    """steps.model: a real spaCy pipeline from disk (blank English + sentencizer + an entity
+    ruler, saved and loaded by path) supplies the entities the rule-based default cannot see."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PLANT", "pattern": [{"LOWER": "eucalyptus"}]}])
+    model_dir = tmp_path / "plants_pipeline"
+    nlp.to_disk(model_dir)
+
+    steps = [{"tag": "THOUGHT", "text": "Koalas mostly eat eucalyptus.", "depends_on": [], "calls": []},
+             {"tag": "THOUGHT", "text": "The eucalyptus is a tree whose leaves are toxic to most animals.",
+              "depends_on": [], "calls": []}]
+    df = pl.DataFrame({"question": ["Do koalas eat leaves?"], "answer": ["yes"], "steps": [steps],
+                       "subquestions": [[]], "flags": [[]]},
+                      schema_overrides={"subquestions": pl.List(pl.Struct({"question": pl.String, "answer": pl.String,
+                                                                          "refs": pl.List(pl.Int32)}))})
+    plain, _ = structure(df, StepOptions(order="dependency"))
+    assert [s["text"] for s in plain["steps"][0]] == [s["text"] for s in steps]      # no names: no evidence
+    with_model, report = structure(df, StepOptions(order="dependency", model=str(model_dir)))
+    out = with_model["steps"][0].to_list()
+    assert [s["text"] for s in out] == [steps[1]["text"], steps[0]["text"]]         # the definition first
+    assert out[1]["depends_on"] == [0] and report["rows_reordered"] == 1

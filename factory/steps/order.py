@@ -18,12 +18,13 @@ in the input) and the row is flagged.
 
 from __future__ import annotations
 
-import heapq
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from math import gcd
+
+from factory.steps.terms import ENTITY, defined, mentions, rule_terms
 
 # a number, but not a coefficient ("5x", "40x metres": 40 is not a value of its own)
 _NUMBER = re.compile(r"(?<![\w.])[-−]?[$€£]?(?>\d[\d,]*(?:\.\d+)?|\.\d+)%?(?![a-zA-Z]\b|\d)")
@@ -150,6 +151,8 @@ class StepFacts:
     defines: set[str] = field(default_factory=set)
     text: str = ""
     operand_count: dict[str, int] = field(default_factory=dict)  # "12 + 12": 12 used twice
+    terms: set[str] = field(default_factory=set)                 # entities / noun phrases it names
+    defines_terms: set[str] = field(default_factory=set)         # … and says what they are
 
     def uses(self) -> dict[str, tuple[set[str], bool]]:
         """value → (units, calculated with); a step's own results are not uses of another's."""
@@ -160,8 +163,12 @@ class StepFacts:
         return out
 
 
-def facts(text: str, calls: list[dict] | None = None) -> StepFacts:
+def facts(text: str, calls: list[dict] | None = None, terms: list[str] | None = None) -> StepFacts:
+    """What a step computes, uses, names and defines. ``terms``: entities and noun phrases from a
+    trained pipeline; without them the rule in terms.py finds names."""
     f = StepFacts(text=text)
+    f.terms = {t.lower() for t in terms} if terms is not None else rule_terms(text)
+    f.defines_terms = defined(text, f.terms)
     if calls:
         for c in calls:
             out = c.get("output") or ""
@@ -255,6 +262,7 @@ def needs(steps: list[StepFacts], question: str = "") -> list[Need]:
     """What each step uses that other steps introduced."""
     given = givens(question or "")
     named_in_question = {m.group() for m in _EXPLICIT.finditer(question or "")}     # "horse #2"
+    given_terms = {t for s in steps for t in s.terms if mentions(question or "", t)}
     producers: dict[str, list[tuple[int, set[str]]]] = {}
     for i, s in enumerate(steps):
         for v, units in s.results.items():
@@ -284,6 +292,10 @@ def needs(steps: list[StepFacts], question: str = "") -> list[Need]:
             if i != j and any(v not in s.defines and re.search(_VAR_USE.format(v=re.escape(v)), s.text)
                               for v in other.defines):
                 add(Need(j, (i,), STRENGTH["variable"], "variable"))
+        for t in s.terms - given_terms:
+            definers = tuple(i for i, other in enumerate(steps) if i != j and t in other.defines_terms)
+            if definers and t not in s.defines_terms:
+                add(Need(j, definers, ENTITY, "entity"))
         for m in _EXPLICIT.finditer(s.text):
             k = int(m.group(1) or m.group(2)) - 1
             if 0 <= k < len(steps) and k != j and m.group() not in named_in_question:
@@ -347,7 +359,7 @@ def order_steps(steps: list[dict], question: str = "", answer: str | None = None
     When the input order already meets every need of strength ≥ ``trust_below`` it stands: weak
     evidence (a number the question also gives) does not overrule the author. Otherwise every
     need counts and the stable order is computed."""
-    info = [facts(s.get("text") or "", s.get("calls")) for s in steps]
+    info = [facts(s.get("text") or "", s.get("calls"), s.get("terms")) for s in steps]
     found = needs(info, question)
     n = len(steps)
     end = conclusion(info, found, answer)

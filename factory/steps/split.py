@@ -39,8 +39,8 @@ def pipeline(model: str | None = None):
         Language.component("cot_boundaries", func=fix_boundaries)
 
     if model:
-        nlp = spacy.load(model, exclude=["ner", "lemmatizer", "textcat"])
-        if "parser" not in nlp.pipe_names and "senter" not in nlp.pipe_names:
+        nlp = spacy.load(model, exclude=["lemmatizer", "textcat"])     # ner stays: terms() uses it
+        if not {"parser", "senter", "sentencizer"} & set(nlp.pipe_names):
             nlp.add_pipe("sentencizer")
     else:
         nlp = spacy.blank("en")
@@ -115,4 +115,16 @@ def split_texts(texts: list[str], model: str | None = None, batch_size: int = 51
         nlp = pipeline(model)
         for i, doc in zip(todo, nlp.pipe((texts[i] for i in todo), batch_size=batch_size)):
             out[i] = [s.text.strip() for s in doc.sents if s.text.strip()]
+    return out
+
+
+def terms(texts: list[str], model: str, batch_size: int = 256) -> list[list[str]]:
+    """Entities and noun chunks of every text, from a trained pipeline (``steps.model``)."""
+    nlp = pipeline(model)
+    out = []
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        found = {e.text for e in doc.ents}
+        if doc.has_annotation("DEP"):
+            found |= {c.text for c in doc.noun_chunks if not c.root.is_stop}
+        out.append(sorted(found))
     return out

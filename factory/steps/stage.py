@@ -23,7 +23,7 @@ from factory.recipe.model import StepOptions
 from factory.rows import ROW_SCHEMA
 from factory.stages import Stage, StageContext, StageResult, register_stage
 from factory.steps.order import order_steps
-from factory.steps.split import split_texts
+from factory.steps.split import split_texts, terms as model_terms
 from factory.steps.tags import rules_for, tag_expr
 
 CALL_DTYPE = pl.List(pl.Struct({"tool": pl.String, "input": pl.String, "output": pl.String}))
@@ -49,24 +49,25 @@ def split_steps(steps: pl.DataFrame, model: str | None) -> pl.DataFrame:
                         schema={"row": pl.UInt32, "text": pl.String, "calls": CALL_DTYPE})
 
 
-def _order_chunk(args: tuple[list, list, list, list, bool]) -> list[tuple[list[int], list[list[int]], list[str]]]:
-    questions, answers, texts, calls, reorder = args
+def _order_chunk(args: tuple[list, list, list, list, list | None, bool]) -> list[tuple[list[int], list[list[int]], list[str]]]:
+    questions, answers, texts, calls, terms, reorder = args
     out = []
-    for q, a, ts, cs in zip(questions, answers, texts, calls):
-        steps = [{"text": t, "calls": c, "i": k} for k, (t, c) in enumerate(zip(ts, cs))]
+    for r, (q, a, ts, cs) in enumerate(zip(questions, answers, texts, calls)):
+        tms = terms[r] if terms is not None else [None] * len(ts)
+        steps = [{"text": t, "calls": c, "terms": tm, "i": k} for k, (t, c, tm) in enumerate(zip(ts, cs, tms))]
         ordered, flags = order_steps(steps, q or "", a, reorder=reorder)
         out.append(([s["i"] for s in ordered], [s["depends_on"] for s in ordered], flags))
     return out
 
 
 def order_all(questions: list, answers: list, texts: list, calls: list, reorder: bool,
-              workers: int = 1) -> list[tuple[list[int], list[list[int]], list[str]]]:
+              workers: int = 1, terms: list | None = None) -> list[tuple[list[int], list[list[int]], list[str]]]:
     n = len(texts)
     if workers <= 1 or n < PARALLEL_FROM:
-        return _order_chunk((questions, answers, texts, calls, reorder))
+        return _order_chunk((questions, answers, texts, calls, terms, reorder))
     size = -(-n // (workers * 4))
-    chunks = [(questions[i:i + size], answers[i:i + size], texts[i:i + size], calls[i:i + size], reorder)
-              for i in range(0, n, size)]
+    chunks = [(questions[i:i + size], answers[i:i + size], texts[i:i + size], calls[i:i + size],
+               terms[i:i + size] if terms is not None else None, reorder) for i in range(0, n, size)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return [r for part in pool.map(_order_chunk, chunks) for r in part]
 
@@ -89,14 +90,17 @@ def structure(df: pl.DataFrame, opts: StepOptions, workers: int = 1) -> tuple[pl
     t0 = time.perf_counter()
     rules = rules_for(opts.tags)
     flat = flat.with_columns(tag=tag_expr(pl.col("text"), pl.col("calls").list.len() > 0, rules))
-    grouped = flat.group_by("row", maintain_order=True).agg("text", "calls", "tag")
+    if opts.model:      # a trained pipeline's entities and noun chunks feed dependency detection
+        flat = flat.with_columns(terms=pl.Series(model_terms(flat["text"].to_list(), opts.model), dtype=pl.List(pl.String)))
+    grouped = flat.group_by("row", maintain_order=True).agg("text", "calls", "tag", *(["terms"] if opts.model else []))
     timings["tag"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with_steps = grouped.join(indexed.select("row", "question", "answer"), on="row", how="left")
     orders = order_all(with_steps["question"].to_list(), with_steps["answer"].to_list(),
                        with_steps["text"].to_list(), with_steps["calls"].to_list(),
-                       reorder=opts.order == "dependency", workers=workers)
+                       reorder=opts.order == "dependency", workers=workers,
+                       terms=with_steps["terms"].to_list() if opts.model else None)
     timings["order"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
