@@ -28,10 +28,13 @@ class RichProgress:
         self.tasks: dict[str, int] = {}
 
     def start(self, task: str, total: int | None = None) -> None:
-        self.tasks[task] = self.progress.add_task(task, total=total)
+        self.tasks[task] = self.progress.add_task(task, total=total, info="")
 
     def advance(self, task: str, n: int = 1) -> None:
         self.progress.advance(self.tasks[task], n)
+
+    def note(self, task: str, text: str) -> None:
+        self.progress.update(self.tasks[task], info=text)
 
     def finish(self, task: str) -> None:
         t = self.tasks[task]
@@ -56,6 +59,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (default: the recipe's output)"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="read at most N records per source"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or summary"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="render the teacher's first prompts and project requests, tokens and cost; send nothing"),
 ) -> None:
     """Run a recipe: sources → canonical rows → shards, manifest and card."""
     from factory.pipeline import run as run_pipeline
@@ -63,10 +67,17 @@ def run(
 
     try:
         loaded = load_recipe(recipe)
+        if dry_run:
+            from factory.pipeline import plan
+            from factory.report import print_plan
+
+            print_plan(out_console, plan(loaded, limit=limit))
+            return
         if quiet:
             result = run_pipeline(loaded, out, limit=limit)
         else:
-            columns = (SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[info]}", style="cyan"))
             with Progress(*columns, console=err_console, transient=False) as bars:
                 result = run_pipeline(loaded, out, limit=limit, progress=RichProgress(bars))
     except FactoryError as e:
@@ -74,7 +85,8 @@ def run(
     if not quiet:
         from factory.report import print_summary
 
-        print_summary(out_console, result.manifest, str(result.out), result.seconds.get("total", 0.0), result.quarantine.top_reasons())
+        print_summary(out_console, result.manifest, str(result.out), result.seconds.get("total", 0.0), result.quarantine.top_reasons(),
+                      result.this_run)
 
 
 @app.command()
@@ -161,6 +173,48 @@ def schema(kind: str = typer.Argument("recipe", help="recipe | row")) -> None:
     if kind not in docs:
         _fail(FactoryError(f"unknown schema '{kind}' (recipe | row)"))
     sys.stdout.write(docs[kind])
+
+
+cache_app = typer.Typer(help="The teacher's response cache (SQLite).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(path: Optional[Path] = typer.Option(None, "--path", help="cache file (default: $COT_FACTORY_CACHE or ~/.cache/cot-factory/teacher.sqlite)"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Responses, bytes and models in the cache."""
+    from rich.table import Table
+
+    from factory.teacher.cache import ResponseCache
+
+    cache = ResponseCache(path)
+    st = cache.stats()
+    cache.close()
+    if as_json:
+        out_console.print_json(json.dumps(st))
+        return
+    t = Table(title=f"{st['path']}: {st['responses']:,} responses, {st['bytes'] / 1e6:.1f} MB")
+    for col in ("provider", "model", "responses", "MB"):
+        t.add_column(col, justify="right" if col in ("responses", "MB") else "left")
+    for m in st["by_model"]:
+        t.add_row(m["provider"], m["model"], f"{m['responses']:,}", f"{(m['reply_bytes'] or 0) / 1e6:.2f}")
+    out_console.print(t)
+
+
+@cache_app.command("clear")
+def cache_clear(path: Optional[Path] = typer.Option(None, "--path", help="cache file"),
+                model: Optional[str] = typer.Option(None, "--model", help="only this model's responses"),
+                older_than_days: Optional[float] = typer.Option(None, "--older-than-days", min=0),
+                yes: bool = typer.Option(False, "--yes", "-y", help="do not ask")) -> None:
+    """Delete cached responses (a re-run then pays for them again)."""
+    from factory.teacher.cache import ResponseCache
+
+    cache = ResponseCache(path)
+    if not yes and not typer.confirm(f"delete {'matching' if model or older_than_days is not None else 'all'} responses in {cache.path}?"):
+        raise typer.Exit(1)
+    n = cache.clear(model=model, older_than_s=older_than_days * 86400 if older_than_days is not None else None)
+    cache.close()
+    out_console.print(f"deleted {n:,} responses from {cache.path}")
 
 
 @app.command()

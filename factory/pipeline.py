@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from factory.card import render_card
+from factory.errors import FactoryError
 from factory.domains import AUTO_DOMAIN, classify as classify_domains, cues_for as domain_cues
 from factory.manifest import SourceReport, StageCount, build_manifest, dumps
 from factory.output import publish_dir, sha256_file, staging_dir, write_bytes_atomic, write_parquet_atomic
@@ -42,6 +43,7 @@ from factory.derive import Derive
 from factory.mix import Mix
 from factory.stages import Stage, StageContext, UniqueIds
 from factory.steps.stage import Steps
+from factory.teacher.stage import Teacher
 from factory.standardize import standardize
 
 SOURCE_STAGES = ("read", "map", "standardize")
@@ -53,12 +55,14 @@ SOURCE_THREADS = int(os.environ.get("COT_FACTORY_THREADS", str(min(8, os.cpu_cou
 class Progress(Protocol):
     def start(self, task: str, total: int | None = None) -> None: ...
     def advance(self, task: str, n: int = 1) -> None: ...
+    def note(self, task: str, text: str) -> None: ...          # a live line beside the bar (teacher: req/s, $, cache hits)
     def finish(self, task: str) -> None: ...
 
 
 class NoProgress:
     def start(self, task: str, total: int | None = None) -> None: ...
     def advance(self, task: str, n: int = 1) -> None: ...
+    def note(self, task: str, text: str) -> None: ...
     def finish(self, task: str) -> None: ...
 
 
@@ -68,6 +72,7 @@ class RunResult:
     manifest: dict
     quarantine: Quarantine
     seconds: dict[str, float] = field(default_factory=dict)
+    this_run: dict[str, dict] = field(default_factory=dict)     # per stage: what this run did (teacher: sent, cached, $)
 
 
 def run(loaded: LoadedRecipe, out: Path | None = None, *, limit: int | None = None,
@@ -120,32 +125,16 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         prefetch_great_expectations()     # a worker process imports it while we read
     totals = {name: StageCount(name) for name in SOURCE_STAGES + tuple(s.label for s in table_stages) + ("shards",)}
 
-    # 1. Sources: read → map → standardize → assemble, batch by batch. Sources are independent
-    #    until here, so they run on a small thread pool (the heavy work is in Arrow/polars, which
-    #    release the GIL); results are taken back in recipe order, so the output does not depend
-    #    on which thread finished first.
-    def one(spec: SourceBase) -> tuple[pa.Table, SourceReport, Quarantine, float]:
-        t0 = time.perf_counter()
-        own = Quarantine()
-        table, report = _read_source(loaded, spec, limit, own, progress)
-        return table, report, own, time.perf_counter() - t0
-
-    with ThreadPoolExecutor(max_workers=min(SOURCE_THREADS, len(recipe.sources))) as pool:
-        results = list(pool.map(one, recipe.sources))
-    tables: list[pa.Table] = []
-    reports: list[SourceReport] = []
-    for spec, (table, report, own, secs) in zip(recipe.sources, results):
-        tables.append(table)
-        reports.append(report)
-        quarantine.merge(own)
+    # 1. Sources: read → map → standardize → assemble, batch by batch (see _read_sources).
+    table, reports, own, source_seconds = _read_sources(loaded, limit, progress)
+    quarantine.merge(own)
+    seconds.update(source_seconds)
+    for report in reports:
         for count in report.stages:
             _add(totals[count.stage], count)
-        seconds[f"source:{spec.name}"] = secs
-    table = pa.concat_tables(tables) if tables else empty_table()
 
     # 2. Whole-table stages: ids, dedup, steps, derived rows, decontamination, mix, validation
     #    (build_table_stages has the order and why).
-    rows_by_source = {r.name: r.stages[-1].rows_out for r in reports}
     derived_by_source: dict[str, int] = {}
     reports_by_stage: dict[str, dict] = {}
     stage_files: dict[str, bytes] = {}
@@ -153,19 +142,20 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         name = st.label
         t0 = time.perf_counter()
         progress.start(name, total=table.num_rows)
+        if isinstance(st, Teacher):
+            st.progress = progress
+        before = _rows_per_source(table)
         result = st.run(table)
         progress.advance(name, table.num_rows)
         progress.finish(name)
         _quarantine_rows(quarantine, name, result.rejected)
-        if result.rejected.height:
-            for src, k in result.rejected.select(pl.col("source").struct.field("name")).to_series().value_counts().iter_rows():
-                rows_by_source[src] -= k
+        # Per source: rows now = rows before − rejected + made (derived rows, extra teacher samples).
+        rejected_by = _rows_per_source(result.rejected) if result.rejected.height else {}
+        for src, k in _rows_per_source(result.kept).items():
+            made = k - (before.get(src, 0) - rejected_by.get(src, 0))
+            if made > 0:
+                derived_by_source[src] = derived_by_source.get(src, 0) + made
         added = result.kept.num_rows - (table.num_rows - result.rejected.height)
-        if added:       # derived rows count towards their parent's source
-            new_rows = result.kept.slice(table.num_rows - result.rejected.height)
-            for src, k in pl.from_arrow(new_rows.select(["source"])).to_series().struct.field("name").value_counts().iter_rows():
-                rows_by_source[src] = rows_by_source.get(src, 0) + k
-                derived_by_source[src] = derived_by_source.get(src, 0) + k
         _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height, added)
         if result.report is not None:
             reports_by_stage[name] = result.report
@@ -187,6 +177,7 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         q = quarantine.table(name)
         write_parquet_atomic(q, stage / rel)
         quarantine_files.append({"path": rel, "stage": name, "rows": q.num_rows, "sha256": sha256_file(stage / rel)})
+    rows_by_source = _rows_per_source(table) if table.num_rows else {}
     for report in reports:
         report.rows = rows_by_source.get(report.name, 0)
         report.derived = derived_by_source.get(report.name, 0)
@@ -207,11 +198,53 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         "started": started.isoformat(timespec="seconds"),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "rows_per_second": round(manifest["rows"] / seconds["total"], 1) if seconds["total"] else None,
+        **{f"{stage}_this_run": r["this_run"] for stage, r in reports_by_stage.items() if "this_run" in r},
     }, indent=2).encode())
     publish_dir(stage, out)
     if shards:
         progress.finish("write shards")
-    return RunResult(out=out, manifest=manifest, quarantine=quarantine, seconds=seconds)
+    return RunResult(out=out, manifest=manifest, quarantine=quarantine, seconds=seconds,
+                     this_run={k: r["this_run"] for k, r in reports_by_stage.items() if "this_run" in r})
+
+
+def _read_sources(loaded: LoadedRecipe, limit: int | None, progress: Progress
+                  ) -> tuple[pa.Table, list[SourceReport], Quarantine, dict[str, float]]:
+    """Every source read → mapped → standardized → assembled. Sources are independent until
+    here, so they run on a small thread pool (the heavy work is in Arrow/polars, which release
+    the GIL); results are taken back in recipe order, so the output does not depend on which
+    thread finished first."""
+    recipe = loaded.recipe
+
+    def one(spec: SourceBase) -> tuple[pa.Table, SourceReport, Quarantine, float]:
+        t0 = time.perf_counter()
+        own = Quarantine()
+        table, report = _read_source(loaded, spec, limit, own, progress)
+        return table, report, own, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=min(SOURCE_THREADS, len(recipe.sources))) as pool:
+        results = list(pool.map(one, recipe.sources))
+    quarantine = Quarantine()
+    seconds: dict[str, float] = {}
+    for spec, (_, _, own, secs) in zip(recipe.sources, results):
+        quarantine.merge(own)
+        seconds[f"source:{spec.name}"] = secs
+    tables = [r[0] for r in results]
+    table = pa.concat_tables(tables) if tables else empty_table()
+    return table, [r[1] for r in results], quarantine, seconds
+
+
+def plan(loaded: LoadedRecipe, *, limit: int | None = None, show: int = 2) -> dict:
+    """``factory run --dry-run``: read the sources, run the stages before the teacher, then
+    render the teacher's prompts and project its requests, tokens and cost. Nothing is sent
+    and nothing is written."""
+    if loaded.recipe.teacher is None:
+        raise FactoryError("--dry-run projects teacher requests, and this recipe has no teacher: block")
+    table, _, _, _ = _read_sources(loaded, limit, NoProgress())
+    for st in build_table_stages(StageContext.of(loaded)):
+        if isinstance(st, Teacher):
+            return st.plan(table, show=show)
+        table = st.run(table).kept
+    raise AssertionError("the teacher stage is missing from build_table_stages")
 
 
 def _read_source(loaded: LoadedRecipe, spec: SourceBase, limit: int | None, quarantine: Quarantine,
@@ -286,7 +319,8 @@ def build_table_stages(ctx: StageContext) -> list[Stage]:
     dedup = recipe.dedup
     if dedup is not None and (dedup.exact or dedup.minhash) and "before_teacher" in dedup.when:
         stages.append(Dedup(ctx, dedup, label="dedup", threads=SOURCE_THREADS))
-    # the teacher (#3) runs here
+    if recipe.teacher is not None:
+        stages.append(Teacher(ctx, recipe.teacher))
     if recipe.steps is not None:
         stages.append(Steps(ctx, recipe.steps, workers=SOURCE_THREADS))
     if recipe.derive is not None:
@@ -302,11 +336,21 @@ def build_table_stages(ctx: StageContext) -> list[Stage]:
     return stages
 
 
+def _rows_per_source(rows: pa.Table | pl.DataFrame) -> dict[str, int]:
+    df = pl.from_arrow(rows.select(["source"])) if isinstance(rows, pa.Table) else rows.select("source")
+    assert isinstance(df, pl.DataFrame)
+    return dict(df["source"].struct.field("name").value_counts().iter_rows())
+
+
+RUN_ONLY = ("seconds", "this_run")      # what differs between identical runs: run.json, not the manifest
+
+
 def _stable_reports(reports: dict[str, dict]) -> dict[str, dict]:
-    """Stage reports without timings: the manifest must not change between identical runs."""
+    """Stage reports without timings or this run's request counts: the manifest must not
+    change between identical runs (a re-run served from the cache included)."""
     def strip(v):
         if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+            return {k: strip(x) for k, x in v.items() if k not in RUN_ONLY}
         if isinstance(v, list):
             return [strip(x) for x in v]
         return v

@@ -103,6 +103,46 @@ def mix_table(manifest: dict[str, Any]) -> Table | None:
     return t
 
 
+def teacher_table(manifest: dict[str, Any], this_run: dict[str, Any] | None = None) -> Group | None:
+    """The teacher at a glance: answers checked against gold, tokens and cost."""
+    r = manifest.get("reports", {}).get("teacher")
+    if not r or not r.get("requests"):
+        return None
+    answered = r["correct"] + r["incorrect"] + r["unchecked"]
+    t = Table(title=f"teacher: {r['backend']} · {r['model']} — {r['rows']:,} questions, {r['requests']:,} requests",
+              title_justify="left")
+    t.add_column("answers")
+    t.add_column("", justify="right")
+    t.add_column("share")
+    for label, n, style in (("correct", r["correct"], "green"), ("incorrect", r["incorrect"], "red"),
+                            ("no gold answer", r["unchecked"], "dim"), ("truncated", r["truncated"], "yellow"),
+                            ("request failed", r["failed_requests"], "red")):
+        if n or label in ("correct", "incorrect"):
+            t.add_row(Text(label, style=style), f"{n:,}", _bar(n, max(answered, 1)))
+    cost = "unknown price" if r["cost_usd"] is None else f"${r['cost_usd']:.4f}"
+    caption = f"  {r['input_tokens']:,} prompt + {r['output_tokens']:,} completion tokens, {cost}; kept {r['kept']:,}, quarantined {r['quarantined']:,}"
+    if this_run:
+        caption += (f"\n  this run: {this_run['done'] - this_run['cache_hits']:,} sent, {this_run['cache_hits']:,} from cache, "
+                    f"{this_run['retries']:,} retries, ${this_run['cost_usd']:.4f} spent")
+    return Group(t, Text(caption, style="dim"))
+
+
+def print_plan(console: Console, plan: dict[str, Any]) -> None:
+    """``--dry-run``: the first prompts as they will be sent, then the projection."""
+    for p in plan["prompts"]:
+        body = p["prompt"] if p["prompt"] is not None else "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in p["messages"])
+        console.print(Panel(Text(body), title=f"prompt for row {p['row']} (sample {p['sample']})", border_style="dim", title_align="left"))
+    t = Table(title=f"dry run: {plan['backend']} · {plan['model']}", title_justify="left", show_header=False)
+    t.add_column("")
+    t.add_column("", justify="right")
+    cost = "unknown price (set teacher.prices)" if plan["cost_usd_max"] is None else f"≤ ${plan['cost_usd_max']:,.4f}"
+    for k, v in (("questions", f"{plan['rows']:,}"), ("requests", f"{plan['requests']:,}"), ("already cached", f"{plan['cached']:,}"),
+                 ("to send", f"{plan['to_send']:,}"), ("prompt tokens (≈ chars/4)", f"{plan['input_tokens']:,}"),
+                 ("completion tokens (at most)", f"{plan['output_tokens_max']:,}"), ("cost", cost)):
+        t.add_row(k, v)
+    console.print(t)
+
+
 def reasons_table(reasons: list[tuple[str, str, int]]) -> Table | None:
     if not reasons:
         return None
@@ -116,7 +156,7 @@ def reasons_table(reasons: list[tuple[str, str, int]]) -> Table | None:
 
 
 def print_summary(console: Console, manifest: dict[str, Any], out: str, seconds: float,
-                  reasons: list[tuple[str, str, int]]) -> None:
+                  reasons: list[tuple[str, str, int]], this_run: dict[str, Any] | None = None) -> None:
     rows = manifest["rows"]
     head = Text.assemble(
         (manifest["recipe"]["name"], "bold"), " → ", (out, "bold cyan"), "   ",
@@ -125,7 +165,7 @@ def print_summary(console: Console, manifest: dict[str, Any], out: str, seconds:
         f", {seconds:.1f} s ({rows / seconds:,.0f} rows/s)" if seconds > 0 else "",
     )
     parts: list[Any] = [head, domain_table(manifest), stage_table(manifest), source_table(manifest)]
-    for extra in (steps_table(manifest), mix_table(manifest), reasons_table(reasons)):
+    for extra in (teacher_table(manifest, (this_run or {}).get("teacher")), steps_table(manifest), mix_table(manifest), reasons_table(reasons)):
         if extra is not None:
             parts.append(extra)
     parts.append(Text(f"card: {out}/README.md   ·   look inside: factory inspect {out}", style="dim"))

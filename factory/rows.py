@@ -62,7 +62,12 @@ TEACHER = pa.struct([
     _f("prompt_sha", pa.string(), "sha256 of the rendered prompt"),
     _f("input_tokens", pa.int64(), "prompt tokens"),
     _f("output_tokens", pa.int64(), "completion tokens"),
-    _f("cost_usd", pa.float64(), "cost of the request"),
+    _f("cost_usd", pa.float64(), "cost of the request (null: no price known for the model)"),
+    _f("sample", pa.int32(), "which of the question's samples this is (0-based)"),
+    _f("finish_reason", pa.string(), "stop | length (truncated) | the provider's value"),
+    _f("request_key", pa.string(), "response-cache key: hash of everything sent"),
+    _f("response", pa.string(), "the reply text as received, before parsing"),
+    _f("reasoning", pa.string(), "native reasoning the provider returned (reasoning_content, thinking blocks, <think>)"),
 ])
 RECIPE = pa.struct([
     _f("name", pa.string(), "recipe name"),

@@ -41,3 +41,10 @@ def run_recipe(tmp_path):
         return result, rows, read_quarantine(result.out).to_pylist()
 
     return _run
+
+
+# The teacher's response cache never defaults to the user's ~/.cache inside the suite.
+if "COT_FACTORY_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["COT_FACTORY_CACHE"] = str(Path(tempfile.mkdtemp(prefix="cot-factory-cache-")) / "teacher.sqlite")

@@ -62,3 +62,10 @@ def tag_expr(text: pl.Expr, has_calls: pl.Expr, rules: dict[str, list[str]]) -> 
     expr = expr.when(hit("ACTION")).then(pl.lit("ACTION"))
     expr = expr.when(hit("SUMMARY")).then(pl.lit("SUMMARY"))
     return expr.otherwise(pl.lit("THOUGHT"))
+
+
+def fill_tags(steps: pl.Expr, rules: dict[str, list[str]]) -> pl.Expr:
+    """A list-of-steps column with every missing tag taken from the table (given tags stay)."""
+    has_calls = pl.field("calls").list.len().fill_null(0) > 0
+    return steps.list.eval(pl.element().struct.with_fields(
+        pl.coalesce(pl.field("tag"), tag_expr(pl.field("text"), has_calls, rules)).alias("tag")))
