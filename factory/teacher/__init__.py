@@ -1,0 +1,1 @@
+"""Teacher CoT generation: backends, request runner, response cache, prompts, parsing, the stage."""
