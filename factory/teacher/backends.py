@@ -11,11 +11,12 @@ a request's cache key, a row, a report or an error message.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
+
+import orjson
 
 from factory.errors import FactoryError
 from factory.recipe.model import TeacherOptions
@@ -43,11 +44,11 @@ class Reply:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False, sort_keys=True)
+        return orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
     def from_json(cls, s: str) -> "Reply":
-        return cls(**json.loads(s))
+        return cls(**orjson.loads(s))
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,13 @@ class Backend:
 
 BACKENDS: Registry[type[Backend]] = Registry("teacher backend", name_attr="name")
 register_backend = BACKENDS.register
+
+
+_JSON_BODY = {"headers": {"Content-Type": "application/json"}}
+
+
+def _json(body: dict) -> bytes:
+    return orjson.dumps(body)
 
 
 def _api_key(env_name: str, required: bool) -> str | None:
@@ -188,18 +196,19 @@ class OpenAIBackend(Backend):
     async def send(self, request: Request) -> Reply:
         # The SDK's generic ``post`` (its documented route for raw calls): same transport, auth
         # and typed errors as ``chat.completions.create``, without re-validating our own
-        # TypedDicts and building pydantic models (0.9 + 0.7 ms of CPU per request, measured
-        # with bench/teacher.py: 20 % of the wall time at 64-way concurrency).
+        # TypedDicts, deep-copying the body and building pydantic models (about 1.5 ms of CPU
+        # per request, measured with bench/teacher.py: a fifth of the wall time at 64-way
+        # concurrency). The body goes pre-serialised with orjson.
         if self.mode == "chat":
             body = {"model": self.model, "messages": request.messages, **self._params(request)}
-            data = await self.client.post("/chat/completions", body=body, cast_to=object)
+            data = await self.client.post("/chat/completions", content=_json(body), options=_JSON_BODY, cast_to=object)
             choice = data["choices"][0]
             message = choice.get("message") or {}
             text = message.get("content") or ""
             reasoning = message.get("reasoning_content") or message.get("reasoning")
         else:
             body = {"model": self.model, "prompt": request.prompt, **self._params(request)}
-            data = await self.client.post("/completions", body=body, cast_to=object)
+            data = await self.client.post("/completions", content=_json(body), options=_JSON_BODY, cast_to=object)
             choice = data["choices"][0]
             text, reasoning = choice.get("text") or "", None
         if not isinstance(data, dict) or not data.get("choices"):
@@ -260,7 +269,7 @@ class AnthropicBackend(Backend):
             kwargs["temperature"] = p.get("temperature", 0.0)
             if p.get("top_p") is not None:
                 kwargs["top_p"] = p["top_p"]
-        data = await self.client.post("/v1/messages", body=kwargs, cast_to=object)     # see OpenAIBackend.send
+        data = await self.client.post("/v1/messages", content=_json(kwargs), options=_JSON_BODY, cast_to=object)   # see OpenAIBackend.send
         if not isinstance(data, dict) or "content" not in data:
             raise ValueError("response has no content")
         blocks = data["content"] or []
