@@ -1,9 +1,10 @@
 """Teacher throughput against the loopback provider: 2,000 requests at 200 ms latency with
 max_concurrency 64. Prints wall time / ideal (2000 / 64 × 0.2 s; target ≤ 1.10) and the
-client's CPU time per request; with ``--curator`` and bespokelabs-curator installed, runs Curator
-against the same server in the same script and prints the ratio.
+client's CPU time per request, next to a bare aiohttp client on the same server (the floor the
+server itself sets). With ``--curator-python`` (a venv where bespokelabs-curator installs; its pins
+clash with ours) it runs Curator against the same server in the same script, with jittered latency.
 
-    python bench/teacher.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--curator]
+    python bench/teacher.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--curator-python /tmp/curvenv/bin/python]
 """
 
 from __future__ import annotations
@@ -79,21 +80,38 @@ def bare_client(url: str, n: int, concurrency: int) -> float:
     return asyncio.run(go())
 
 
-def curator(url: str, n: int, concurrency: int) -> float | None:
-    try:
-        from bespokelabs import curator as bc  # type: ignore
-    except ImportError:
-        return None
-    os.environ.setdefault("OPENAI_API_KEY", "bench-not-a-key")
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"        # no price-table download
-    llm = bc.LLM(model_name="gpt-4o-mini", backend="openai",
-                 backend_params={"base_url": url + "/v1", "max_requests_per_minute": 10**7, "max_tokens_per_minute": 10**10,
-                                 "max_concurrent_requests": concurrency, "require_all_responses": False},
-                 generation_params={"max_tokens": 256, "temperature": 0.0})
-    prompts = [f"Curator {i}: what is {i} + {i}? Answer with steps." for i in range(n)]
-    t0 = time.perf_counter()
-    llm(prompts)
-    return time.perf_counter() - t0
+CURATOR = """
+import os, sys, tempfile, time
+os.environ.setdefault("OPENAI_API_KEY", "bench-not-a-key")
+os.environ["CURATOR_CACHE_DIR"] = tempfile.mkdtemp()
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["CURATOR_DISABLE_RICH_DISPLAY"] = "1"
+url, n, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+from bespokelabs import curator
+llm = curator.LLM(model_name="gpt-4o-mini", backend="openai",
+    backend_params={"base_url": url + "/v1", "max_requests_per_minute": 10**7, "max_tokens_per_minute": 10**10,
+                    "max_concurrent_requests": c, "require_all_responses": False},
+    generation_params={"max_tokens": 256, "temperature": 0.0})
+prompts = [f"Curator {i}: what is {i} + {i}? Answer with steps." for i in range(n)]
+t0 = time.perf_counter()
+out = llm(prompts)
+print("CURATOR_SECONDS", time.perf_counter() - t0, len(out.dataset) if hasattr(out, "dataset") else len(out))
+"""
+
+
+def curator(python: str, url: str, n: int, concurrency: int) -> tuple[float, int] | str:
+    """Curator in its own interpreter (its pins clash with ours), against the same server.
+    Offline it needs tiktoken's cl100k_base file, which litellm ships: point TIKTOKEN_CACHE_DIR there."""
+    probe = subprocess.run([python, "-c", "import litellm, os; print(os.path.dirname(litellm.__file__))"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return "bespokelabs-curator is not importable with " + python
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": os.path.join(probe.stdout.strip(), "litellm_core_utils", "tokenizers")}
+    proc = subprocess.run([python, "-c", CURATOR, url, str(n), str(concurrency)], capture_output=True, text=True, env=env, timeout=900)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CURATOR_SECONDS")), None)
+    if line is None:
+        return "failed: " + proc.stderr[-300:]
+    _, seconds, rows = line.split()
+    return float(seconds), int(rows)
 
 
 def main() -> None:
@@ -101,7 +119,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--curator", action="store_true")
+    ap.add_argument("--curator-python", help="a Python with bespokelabs-curator installed (its own venv): run it too")
     args = ap.parse_args()
     proc, url = start_server(args.latency)
     try:
@@ -119,19 +137,18 @@ def main() -> None:
             print(f"    bare aiohttp client (floor): {floor:.2f} s → ratio {floor / ideal:.3f}")
             print(f"    cot-factory:                 {wall:.2f} s → ratio {wall / ideal:.3f} (target ≤ 1.10); "
                   f"{ok} answered, {sent} sent; client CPU {cpu * 1000 / args.requests:.2f} ms/request")
-        if args.curator:
+            spans = {"cot-factory": httpx.get(url + "/_stats").json()["span_s"]}
+        if args.curator_python:
             httpx.post(url + "/_reset")
-            try:
-                t = curator(url, args.requests, args.concurrency)
-            except Exception as e:        # e.g. offline: Curator fetches tiktoken's encoding from the internet per run
-                print(f"  curator: failed: {type(e).__name__}: {str(e)[:200]}")
-                t = -1.0
-            if t is None:
-                print("  curator: bespokelabs-curator is not installed")
-            elif t < 0:
-                pass
+            result = curator(args.curator_python, url, args.requests, args.concurrency)
+            stats = httpx.get(url + "/_stats").json()
+            if isinstance(result, str):
+                print(f"  curator: {result}")
             else:
-                print(f"  curator:     {t:.2f} s wall → ratio {t / ideal:.3f}; cot-factory is {t / wall:.2f}× faster")
+                t, rows = result
+                print(f"    curator (end to end):        {t:.2f} s → ratio {t / ideal:.3f}; {rows} rows, {stats['total']} sent")
+                print(f"    request phase seen by the server: cot-factory {spans['cot-factory']:.2f} s, curator {stats['span_s']:.2f} s "
+                      f"→ curator / cot-factory = {stats['span_s'] / spans['cot-factory']:.2f}")
     finally:
         proc.terminate()
 

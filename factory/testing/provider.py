@@ -56,6 +56,8 @@ class State:
         self.faults: dict[str, int] = defaultdict(int)
         self.total = 0
         self.started = time.time()
+        self.first_at: float | None = None     # first request received, last good answer sent:
+        self.last_at: float | None = None      # the request phase of any client, seen from here
 
 
 def prompt_key(body: dict) -> str:
@@ -142,6 +144,8 @@ async def _handle(request: web.Request, flavour: str) -> web.StreamResponse:
         err = _anthropic_error if flavour == "anthropic" else _openai_error
         return err(400, "request body is not valid JSON", "invalid_request_error")
     key = prompt_key(body)
+    if state.first_at is None:
+        state.first_at = time.time()
     attempt = state.requests[key]
     state.requests[key] += 1
     state.total += 1
@@ -201,6 +205,7 @@ async def _handle(request: web.Request, flavour: str) -> web.StreamResponse:
         return await _stream(request, flavour, payload, key, state)
     if fault != "timeout":
         state.answered[key] += 1
+        state.last_at = time.time()
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
@@ -264,6 +269,7 @@ def make_app(config: dict | None = None) -> web.Application:
             "total": state.total, "prompts": len(state.requests), "faults": dict(state.faults),
             "requests": dict(state.requests), "answered": dict(state.answered),
             "answered_twice": sorted(k for k, n in state.answered.items() if n > 1),
+            "span_s": (state.last_at - state.first_at) if state.first_at and state.last_at else None,
         })
 
     async def models(request: web.Request) -> web.Response:
