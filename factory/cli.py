@@ -175,6 +175,38 @@ def schema(kind: str = typer.Argument("recipe", help="recipe | row")) -> None:
     sys.stdout.write(docs[kind])
 
 
+@app.command()
+def publish(
+    out: Path = typer.Argument(..., help="a run's output directory"),
+    repo_id: str = typer.Option(..., "--repo-id", help="ORG/NAME of the dataset repo"),
+    private: bool = typer.Option(True, "--private/--public", help="private by default"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list every file and print the card; upload nothing"),
+    token_env: Optional[str] = typer.Option(None, "--token-env", help="environment variable with the token (default: HF_TOKEN or your hf login)"),
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
+) -> None:
+    """Publish a run to the Hugging Face Hub (create_repo + upload_folder)."""
+    from rich.table import Table
+
+    from factory.publish import plan, publish as do_publish, token_from
+
+    try:
+        p = plan(out, repo_id, private)
+        if dry_run:
+            t = Table(title=f"{repo_id} ({'private' if private else 'public'}): {len(p.files)} files, "
+                            f"{sum(n for _, n in p.files) / 1e6:.1f} MB", title_justify="left")
+            t.add_column("file")
+            t.add_column("bytes", justify="right")
+            for path, n in p.files:
+                t.add_row(path, f"{n:,}")
+            out_console.print(t)
+            out_console.print(p.card, markup=False, highlight=False)
+            return
+        url = do_publish(p, token_from(token_env), message)
+    except FactoryError as e:
+        _fail(e)
+    out_console.print(f"published {len(p.files)} files to {url}", highlight=False)
+
+
 cache_app = typer.Typer(help="The teacher's response cache (SQLite).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

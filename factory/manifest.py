@@ -67,7 +67,7 @@ def versions() -> dict[str, str]:
 
 def build_manifest(*, recipe_name: str, recipe_sha: str, recipe: dict[str, Any], sources: list[SourceReport],
                    stages: list[StageCount], shards: list[dict], quarantine: list[dict],
-                   reports: dict[str, Any] | None = None) -> dict[str, Any]:
+                   reports: dict[str, Any] | None = None, exports: list[dict] | None = None) -> dict[str, Any]:
     domains: dict[str, dict[str, int]] = {}
     for s in shards:
         d = domains.setdefault(s["domain"], {})
@@ -82,6 +82,7 @@ def build_manifest(*, recipe_name: str, recipe_sha: str, recipe: dict[str, Any],
         "sources": [{**asdict(s), "stages": [asdict(c) for c in s.stages]} for s in sources],
         "shards": shards,
         "quarantine": quarantine,
+        "exports": exports or [],
         "reports": reports or {},
     }
 

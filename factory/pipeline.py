@@ -23,6 +23,7 @@ from typing import Iterator, Protocol
 
 import polars as pl
 import pyarrow as pa
+import yaml
 
 from factory.card import render_card
 from factory.errors import FactoryError
@@ -40,6 +41,7 @@ from factory.clean.decontaminate import Decontaminate
 from factory.clean.dedup import Dedup
 from factory.clean.validate import Validate, prefetch_great_expectations, stop_worker
 from factory.derive import Derive
+from factory.exports import ExportContext, write_exports
 from factory.mix import Mix
 from factory.stages import Stage, StageContext, UniqueIds
 from factory.steps.stage import Steps
@@ -171,6 +173,11 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
                           on_start=lambda n: progress.start("write shards", total=n),
                           on_file=lambda: progress.advance("write shards"))
     _count(totals["shards"], table.num_rows, sum(s.rows for s in shards), 0)
+    export_files, export_reports = [], {}
+    if recipe.exports:         # before the quarantine files: the dpo export quarantines the pairs it drops
+        t1 = time.perf_counter()
+        export_files, export_reports = write_exports(ExportContext(loaded, stage, quarantine, progress), table)
+        seconds["exports"] = time.perf_counter() - t1
     quarantine_files = []
     for name in quarantine.stages():
         rel = f"quarantine/{name}.parquet"
@@ -183,13 +190,18 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         report.derived = derived_by_source.get(report.name, 0)
     for rel, data in sorted(stage_files.items()):
         write_bytes_atomic(stage / rel, data)
+    if table.num_rows:
+        reports_by_stage["lengths"] = token_lengths(table)
     manifest = build_manifest(
         recipe_name=recipe.name, recipe_sha=loaded.sha256, recipe=loaded.as_written, sources=reports,
         stages=list(totals.values()), shards=[s.to_json() for s in shards], quarantine=quarantine_files,
-        reports=_stable_reports(reports_by_stage),
+        reports=_stable_reports({**reports_by_stage, **({"exports": export_reports} if export_reports else {})}),
+        exports=[f.to_json() for f in export_files],
     )
     write_bytes_atomic(stage / "manifest.json", dumps(manifest))
-    sizes = {s.path: (stage / s.path).stat().st_size for s in shards}
+    # The recipe as written (env references unexpanded): what publish uploads to reproduce the run.
+    write_bytes_atomic(stage / "recipe.yaml", yaml.safe_dump(loaded.as_written, sort_keys=False, allow_unicode=True).encode())
+    sizes = {p: (stage / p).stat().st_size for p in [s.path for s in shards] + [f.path for f in export_files]}
     # The card shows the description as written: an expanded ${SECRET} must not be published.
     write_bytes_atomic(stage / "README.md", render_card(manifest, loaded.as_written.get("description", ""), sizes).encode())
     seconds["write"] = time.perf_counter() - t0
@@ -334,6 +346,19 @@ def build_table_stages(ctx: StageContext) -> list[Stage]:
     if recipe.validate_ is not None:
         stages.append(Validate(ctx, recipe.validate_))
     return stages
+
+
+def token_lengths(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Per domain: percentiles of whitespace tokens in question + steps + answer + turns (card stats)."""
+    df = pl.from_arrow(table.select(["domain", "question", "steps", "answer", "messages", "chosen"]))
+    assert isinstance(df, pl.DataFrame)
+    words = lambda e: e.fill_null("").str.count_matches(r"\S+")           # noqa: E731
+    texts = lambda c: pl.col(c).list.eval(pl.element().struct.field("content")).list.join(" ")  # noqa: E731
+    n = (words(pl.col("question")) + words(pl.col("steps").list.eval(pl.element().struct.field("text")).list.join(" "))
+         + words(pl.col("answer")) + words(texts("messages")) + words(texts("chosen")))
+    stats = df.with_columns(n=n).group_by("domain").agg(
+        rows=pl.len(), **{f"p{q}": pl.col("n").quantile(q / 100, "nearest") for q in (10, 50, 90, 99)}, max=pl.col("n").max())
+    return {r["domain"]: {k: int(v) for k, v in r.items() if k != "domain"} for r in stats.sort("domain").iter_rows(named=True)}
 
 
 def _rows_per_source(rows: pa.Table | pl.DataFrame) -> dict[str, int]:

@@ -48,3 +48,39 @@ if "COT_FACTORY_CACHE" not in os.environ:
     import tempfile
 
     os.environ["COT_FACTORY_CACHE"] = str(Path(tempfile.mkdtemp(prefix="cot-factory-cache-")) / "teacher.sqlite")
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The loopback OpenAI/Anthropic stand-in (factory.testing.provider) in its own process."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "factory.testing.provider", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:")
+
+    class Server:
+        def __init__(self):
+            self.url = url
+
+        def configure(self, **settings):
+            r = httpx.post(url + "/_control", json=settings)
+            r.raise_for_status()
+
+        def reset(self, **settings):
+            httpx.post(url + "/_reset").raise_for_status()
+            base = {"latency_s": 0.0, "latency_jitter": 0.0, "fault_rate": 0.0, "answers": {}, "reasoning": False, "default_answer": "42",
+                    "fail_all": None, "faults": ["429", "500", "503", "timeout", "truncated"], "retry_after_s": 0.2, "stall_s": 3.0}
+            self.configure(**{**base, **settings})
+
+        def stats(self) -> dict:
+            return httpx.get(url + "/_stats").json()
+
+    yield Server()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+

@@ -23,34 +23,6 @@ from conftest import DATA, REPO
 GSM8K = DATA / "gsm8k" / "train.head1000.jsonl"
 
 
-@pytest.fixture(scope="module")
-def server():
-    proc = subprocess.Popen([sys.executable, "-m", "factory.testing.provider", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    assert url.startswith("http://127.0.0.1:")
-
-    class Server:
-        def __init__(self):
-            self.url = url
-
-        def configure(self, **settings):
-            r = httpx.post(url + "/_control", json=settings)
-            r.raise_for_status()
-
-        def reset(self, **settings):
-            httpx.post(url + "/_reset").raise_for_status()
-            base = {"latency_s": 0.0, "latency_jitter": 0.0, "fault_rate": 0.0, "answers": {}, "reasoning": False,
-                    "fail_all": None, "faults": ["429", "500", "503", "timeout", "truncated"], "retry_after_s": 0.2, "stall_s": 3.0}
-            self.configure(**{**base, **settings})
-
-        def stats(self) -> dict:
-            return httpx.get(url + "/_stats").json()
-
-    yield Server()
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def gsm8k_golds(n: int) -> list[tuple[str, str]]:
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:n]]
     return [(r["question"], r["answer"].split("####")[-1].strip().replace(",", "")) for r in rows]

@@ -355,6 +355,56 @@ class TeacherOptions(Strict):
             raise ValueError("samples > 1 needs temperature > 0 (at temperature 0 every sample is the same)")
         return self
 
+
+# ---- exports -------------------------------------------------------------------------------------
+
+class SFTExport(Strict):
+    """Chat rows for TRL's SFTTrainer: the assistant turn is the rendered reasoning + answer."""
+    kind: Literal["sft"] = "sft"
+    format: Literal["messages", "prompt_completion"] = Field(
+        "messages", description="messages: TRL conversational; prompt_completion: prompt turns + the completion turn")
+    template: str | None = Field(None, description="Jinja2 for the assistant turn: a name under recipes/prompts/ (sft_answer, "
+                                                   "sft_reasoning_path) or a path beside the recipe (default: sft_answer)")
+    system: str | None = Field(None, description="a system message for Q-A rows")
+    kinds: list[Literal["qa", "conversation", "preference"]] = Field(
+        default_factory=lambda: ["qa", "conversation"], description="row kinds exported (preference: prompt + chosen)")
+    only_correct: bool = Field(True, description="leave out rows whose answer was checked and found wrong")
+
+
+class DPOExport(Strict):
+    """Preference pairs for TRL's DPOTrainer (prompt / chosen / rejected)."""
+    kind: Literal["dpo"] = "dpo"
+    format: Literal["messages", "strings"] = Field("messages", description="conversational lists of messages, or plain strings")
+    builders: list[Literal["preference", "samples", "student"]] = Field(
+        default_factory=lambda: ["preference", "samples"],
+        description="preference: preference rows (hh-rlhf); samples: correct vs incorrect teacher samples of one question; "
+                    "student: teacher final vs a student's draft")
+    student: TeacherOptions | None = Field(None, description="the student backend for the student builder (any teacher backend)")
+    student_sources: list[str] = Field(default_factory=list, description="student builder: only rows of these sources")
+    noisy_filter: float = Field(0.15, ge=0, lt=1, description="drop this share of each builder's pairs with the highest disagreement score")
+    max_pairs_per_question: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _student_needs_backend(self) -> "DPOExport":
+        if "student" in self.builders and self.student is None:
+            raise ValueError("the student builder needs a student: backend")
+        return self
+
+
+class SelectorExport(Strict):
+    """Token-level selector windows: the last k tokens, the target and K candidates."""
+    kind: Literal["selector"] = "selector"
+    tokenizer: str | None = Field(None, description="a tokenizer.json file or a local HF tokenizer directory "
+                                                    "(default: a BPE trained on the recipe's own text, saved beside the export)")
+    vocab_size: int = Field(4096, ge=256, description="size of the BPE trained when no tokenizer is given")
+    context: int = Field(8, ge=1, le=512, description="k: tokens of context before the target")
+    candidates: int = Field(16, ge=2, le=1024, description="K: the target plus K-1 distractors")
+    seed: int = 0
+    batch_rows: int = Field(2000, ge=1, description="rows tokenised and written at a time (memory does not grow with the corpus)")
+
+
+Export = Annotated[Union[SFTExport, DPOExport, SelectorExport], Discriminator("kind")]
+
 # ---- output --------------------------------------------------------------------------------
 
 class ShardOptions(Strict):
@@ -379,7 +429,16 @@ class Recipe(Strict):
     dedup: DedupOptions | None = Field(None, description="exact + MinHash near-duplicate removal and decontamination")
     mix: MixOptions | None = Field(None, description="domain balance of the output")
     validate_: ValidateOptions | None = Field(None, alias="validate", description="Great Expectations suites run before shards are final")
+    exports: list[Export] = Field(default_factory=list, description="training views written under <out>/exports/<kind>/: sft, dpo, selector")
     shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
+
+    @field_validator("exports", mode="before")
+    @classmethod
+    def _export_shorthand(cls, v: Any) -> Any:
+        """``exports: [sft, dpo]`` is short for ``[{kind: sft}, {kind: dpo}]``."""
+        if isinstance(v, list):
+            return [{"kind": x} if isinstance(x, str) else x for x in v]
+        return v
 
     @model_validator(mode="after")
     def _mix_names_real_domains(self) -> "Recipe":

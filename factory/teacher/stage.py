@@ -75,7 +75,7 @@ class Teacher(Stage):
             want &= pl.col("source").struct.field("name").is_in(self.opts.sources)
         return df.with_row_index("_i").filter(want)
 
-    def _jobs(self, backend: Backend, targets: pl.DataFrame, examples: dict, samples: range) -> list[Job]:
+    def jobs(self, backend: Backend, targets: pl.DataFrame, examples: dict, samples: range) -> list[Job]:
         prompter = Prompter(self.opts, self.ctx.loaded.base_dir, backend.mode)
         stops = list(self.opts.stop) + (COMPLETION_STOPS if backend.mode == "completion" else [])
         jobs = []
@@ -98,7 +98,7 @@ class Teacher(Stage):
         assert isinstance(df, pl.DataFrame)
         backend = make_backend(self.opts, self.ctx)
         targets = self._targets(df)
-        jobs = self._jobs(backend, targets, pick_examples(df, self.opts.few_shot, self._tags()), range(self.opts.samples))
+        jobs = self.jobs(backend, targets, pick_examples(df, self.opts.few_shot, self.tags()), range(self.opts.samples))
         cache = ResponseCache(self.opts.cache)
         cached = cache.get_many([j.request.key for j in jobs])
         cache.close()
@@ -124,15 +124,15 @@ class Teacher(Stage):
         if targets.height == 0:
             return StageResult(kept=table, report={"rows": 0, "requests": 0})
         backend = make_backend(self.opts, self.ctx)
-        examples = pick_examples(df, self.opts.few_shot, self._tags())
+        examples = pick_examples(df, self.opts.few_shot, self.tags())
         outcomes: dict[str, Outcome] = {}
         jobs: list[Job] = []
         rounds = [range(s, s + 1) for s in range(self.opts.samples)] if self.opts.keep == "first_correct" else [range(self.opts.samples)]
         pending = targets
         for samples in rounds:
-            new = self._jobs(backend, pending, examples, samples)
+            new = self.jobs(backend, pending, examples, samples)
             jobs += new
-            outcomes.update(self._send(backend, [j.request for j in new]))
+            outcomes.update(self.send(backend, [j.request for j in new]))
             if self.opts.keep == "first_correct":    # the next round only for questions still without a correct sample
                 solved = {j.row["id"] for j in new if self._correct(j, outcomes.get(j.request.key)) is not False
                           and outcomes.get(j.request.key) and outcomes[j.request.key].reply is not None}
@@ -141,7 +141,7 @@ class Teacher(Stage):
                     break
         return self._assemble(df, targets, jobs, outcomes, backend)
 
-    def _send(self, backend: Backend, requests: list[Request]) -> dict[str, Outcome]:
+    def send(self, backend: Backend, requests: list[Request]) -> dict[str, Outcome]:
         if self.progress is not None:
             self.progress.start("teacher requests", total=len({r.key for r in requests}))
         cache = ResponseCache(self.opts.cache)
@@ -169,7 +169,7 @@ class Teacher(Stage):
         self.tally = _merge(self.tally, tally)
         return outcomes
 
-    def _tags(self) -> dict | None:
+    def tags(self) -> dict | None:
         steps = self.ctx.loaded.recipe.steps
         return steps.tags if steps else None
 
@@ -266,7 +266,7 @@ class Teacher(Stage):
         return row, correct
 
     def _table(self, df: pl.DataFrame, targets: pl.DataFrame, replaced: list[dict], extra: list[dict]) -> pa.Table:
-        rules = rules_for(self._tags())
+        rules = rules_for(self.tags())
         new = pl.from_arrow(_rows_table(replaced))
         assert isinstance(new, pl.DataFrame)
         index = dict(zip(targets["id"].to_list(), targets["_i"].to_list()))
