@@ -245,3 +245,35 @@ def test_publish_to_a_loopback_hub(quickstart_exports, tmp_path):
     for p in out.rglob("*"):
         assert not p.is_file() or token.encode() not in p.read_bytes()
     assert token not in real.stdout + real.stderr + dry.stdout + dry.stderr
+
+
+def test_samples_builder_pairs_correct_with_incorrect_teacher_samples(server, tmp_path):
+    """Builder (b): teacher samples with keep: first_correct — the wrong first sample is quarantined
+    by the teacher and still becomes the rejected side of a pair."""
+    rows = [json.loads(x) for x in (DATA / "gsm8k" / "train.head1000.jsonl").read_text().splitlines()[:4]]
+    gold = [r["answer"].split("####")[-1].strip() for r in rows]
+    server.reset(answers={rows[0]["question"]: ["1", gold[0]], rows[1]["question"]: gold[1],
+                          rows[2]["question"]: ["6", gold[2]], rows[3]["question"]: ["9", "8"]})
+    doc = {"name": "samples", "sources": [{"name": "gsm8k", "kind": "qa", "path": str(DATA / "gsm8k" / "train.head1000.jsonl"),
+                                           "limit": 4, "fields": {"question": "question", "answer": "answer"},
+                                           "trace_format": "gsm8k", "domain": "math"}],
+           "teacher": {"backend": "openai", "model": "m", "base_url": server.url + "/v1", "rows": "all", "samples": 2,
+                       "temperature": 0.7, "keep": "first_correct", "cache": str(tmp_path / "c.sqlite")},
+           "exports": [{"kind": "dpo", "builders": ["samples"], "noisy_filter": 0, "format": "strings"},
+                       {"kind": "sft", "format": "prompt_completion", "template": "sft_reasoning_path"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    from factory.pipeline import run
+    from factory.recipe import load_recipe
+
+    result = run(load_recipe(path), tmp_path / "out")
+    pairs = pq.read_table(result.out / "exports" / "dpo" / "train-00000-of-00001.parquet").to_pylist()
+    assert len(pairs) == 2                                        # rows 0 and 2: right at the second sample
+    for p in pairs:
+        assert isinstance(p["prompt"], str) and p["builder"] == "samples"
+        assert "<answer>1</answer>" in p["rejected"] or "<answer>6</answer>" in p["rejected"]
+        assert any(f"<answer>{g}</answer>" in p["chosen"] for g in (gold[0], gold[2]))
+    sft = pq.read_table(result.out / "exports" / "sft" / "train-00000-of-00001.parquet").to_pylist()
+    assert len(sft) == 3 and {len(r["completion"]) for r in sft} == {1}   # row 3 never right: quarantined, not trained on
+    first = sft[0]["completion"][0]["content"]
+    assert first.startswith("<reasoning>\nSub-questions:\n1. ") and "[ACTION]" in first and first.endswith("</answer>")

@@ -57,8 +57,10 @@ def test_books_balance_for_every_stage_and_source(quickstart):
     for src in m["sources"]:
         for stage in src["stages"]:
             assert stage["rows_in"] == stage["rows_out"] + stage["quarantined"], (src["name"], stage)
-    q = sum(x["rows"] for x in m["quarantine"])
+    q = sum(x["rows"] for x in m["quarantine"] if not x["stage"].startswith("export_"))   # exports quarantine pairs, not rows
     assert sum(s["records"] for s in m["sources"]) == m["rows"] + q
+    dpo = m["reports"]["exports"]["dpo"]["builders"]["preference"]
+    assert sum(x["rows"] for x in m["quarantine"] if x["stage"] == "export_dpo") == dpo["dropped_noisy"]
     quarantined = pq.read_table(quickstart.out / "quarantine" / "standardize.parquet").to_pylist()
     assert all(r["source_line"] and r["reason"] and r["raw"] for r in quarantined)
 
@@ -141,7 +143,7 @@ def test_card_configs_and_manifest_contents(quickstart):
     card = (quickstart.out / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     names = [c["config_name"] for c in header["configs"]]
-    assert names[0] == "default" and sorted(names[1:]) == sorted(quickstart.manifest["domains"])
+    assert names[0] == "default" and sorted(names[1:]) == sorted([*quickstart.manifest["domains"], "sft", "dpo"])
     m = quickstart.manifest
     assert m["recipe"]["sha256"] == load_recipe(QUICKSTART).sha256
     assert m["recipe"]["resolved"]["name"] == "quickstart"

@@ -429,7 +429,7 @@ class Recipe(Strict):
     dedup: DedupOptions | None = Field(None, description="exact + MinHash near-duplicate removal and decontamination")
     mix: MixOptions | None = Field(None, description="domain balance of the output")
     validate_: ValidateOptions | None = Field(None, alias="validate", description="Great Expectations suites run before shards are final")
-    exports: list[Export] = Field(default_factory=list, description="training views written under <out>/exports/<kind>/: sft, dpo, selector")
+    exports: list[Union[Export, Literal["sft", "dpo", "selector"]]] = Field(default_factory=list, description="training views written under <out>/exports/<kind>/: a kind's name (defaults) or its options")
     shards: ShardOptions = Field(default_factory=ShardOptions, description="output layout")
 
     @field_validator("exports", mode="before")
