@@ -207,6 +207,48 @@ def publish(
     out_console.print(f"published {len(p.files)} files to {url}", highlight=False)
 
 
+@app.command()
+def train(
+    plan_path: Path = typer.Argument(..., metavar="PLAN", help="training plan YAML"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="checkpoint directory (default: the plan's output)"),
+) -> None:
+    """Train on a run's exports: SFT / DPO stages with TRL + PEFT (needs the [train] extra)."""
+    from rich.table import Table
+
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        _fail(FactoryError("factory train needs the [train] extra: pip install 'cot-factory[train]'"))
+    from train.plan import load_plan
+    from train.run import run_plan
+
+    try:
+        plan, raw = load_plan(plan_path)
+
+        def show(r: dict) -> None:
+            err_console.print(f"stage {r['stage']} ({r['method']}, {r['loss_type']}): {r['steps']} steps, loss "
+                              f"{r['first_loss']:.4f} → {r['last_loss']:.4f}, {r['seconds']:.1f} s, "
+                              f"{r['tokens_per_second'] or '–'} tok/s → {r['checkpoint']}", highlight=False)
+
+        result = run_plan(plan, raw, plan_path.read_text(encoding="utf-8"), out, on_stage=show)
+    except FactoryError as e:
+        _fail(e)
+    t = Table(title=f"plan {plan.name} → {result['out']}", title_justify="left")
+    for col in ("stage", "method", "rows", "steps", "first loss", "last loss", "tok/s", "s"):
+        t.add_column(col, justify="left" if col in ("stage", "method") else "right")
+    for r in result["stages"]:
+        t.add_row(r["stage"], f"{r['method']} ({r['loss_type']})", f"{r['rows']:,}", str(r["steps"]), f"{r['first_loss']:.4f}",
+                  f"{r['last_loss']:.4f}", str(r["tokens_per_second"] or "–"), f"{r['seconds']:.1f}")
+    out_console.print(t)
+    if "eval" in result:
+        e = Table(title=f"eval: {result['eval']['rows']} rows ({result['eval']['rows_with_draft']} with a student draft)", title_justify="left")
+        for col in ("prompt", "rows", "correct", "accuracy"):
+            e.add_column(col, justify="left" if col == "prompt" else "right")
+        for name, v in result["eval"]["variants"].items():
+            e.add_row(name, str(v["rows"]), str(v["correct"]), "–" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f} %")
+        out_console.print(e)
+
+
 cache_app = typer.Typer(help="The teacher's response cache (SQLite).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
