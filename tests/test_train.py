@@ -221,3 +221,35 @@ def test_gemma_270m_lora_sft_lowers_heldout_loss(shards, tmp_path):
     after = heldout_loss(done["model"], tok, heldout)
     assert done["report"]["steps"] == 20
     assert after < before, (before, after)
+
+
+def test_full_finetune_packing_ipo_beta_schedule_and_merge(shards, tmp_path):
+    """The other plan features on the tiny model: full fine-tuning, packed SFT, TRL's IPO loss with
+    a linear β schedule, and LoRA merged into the base for serving."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from train.plan import load_plan
+    from train.run import run_plan
+
+    doc = tiny_plan(shards, tmp_path, adapter={"kind": "full"}, stages=[
+        {"name": "packed", "method": "sft", "data": [{"path": str(shards), "export": "sft", "domains": ["math"]}], "packing": True,
+         "max_steps": 2, "max_length": 128},
+        {"name": "ipo", "method": "dpo", "data": [{"path": str(shards), "export": "dpo"}], "loss": "ipo", "beta": 0.1,
+         "beta_schedule": "linear", "beta_end": 0.5, "max_steps": 3, "max_length": 128, "resume_from": "previous"}])
+    path = write_plan(tmp_path, doc)
+    plan, raw = load_plan(path)
+    res = run_plan(plan, raw, path.read_text())
+    s1, s2 = res["stages"]
+    assert s2["start_params_sha256"] == s1["end_params_sha256"] and s2["loss_type"] == "ipo" and s2["steps"] == 3
+    doc = tiny_plan(shards, tmp_path, output=str(tmp_path / "merge"), adapter={"kind": "lora", "merge": True}, stages=[
+        {"name": "m", "method": "sft", "data": [{"path": str(shards), "export": "sft", "domains": ["commonsense"]}], "max_steps": 2,
+         "learning_rate": 1e-2, "max_length": 128}])
+    path = write_plan(tmp_path, doc)
+    plan, raw = load_plan(path)
+    res = run_plan(plan, raw, path.read_text())
+    merged = AutoModelForCausalLM.from_pretrained(res["merged"])
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "merge" / "base")
+    diff = max((p - q).abs().max().item() for p, q in zip(merged.parameters(), base.parameters()))
+    assert diff > 0 and torch.isfinite(torch.tensor(diff))                 # the adapter's update is in the merged weights
