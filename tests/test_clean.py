@@ -233,7 +233,7 @@ def test_full_cleaning_recipe_books_and_rerun_identity(tmp_path, run_recipe):
     for s in m["stages"]:
         assert s["rows_in"] + s["added"] == s["rows_out"] + s["quarantined"], s
     assert (result.out / "validation" / "qa.json").exists()
-    assert set(m["reports"]) == {"dedup", "steps", "decontaminate", "validate", "lengths"}
+    assert set(m["reports"]) == {"dedup", "steps", "decontaminate", "validate", "lengths", "exports"}
     first = {p.relative_to(result.out): p.read_bytes() for p in result.out.rglob("*") if p.is_file() and p.name != "run.json"}
     result2, _, _ = run_recipe(text)
     second = {p.relative_to(result2.out): p.read_bytes() for p in result2.out.rglob("*") if p.is_file() and p.name != "run.json"}
