@@ -199,7 +199,6 @@ def run_ours(rows: list[dict]) -> dict:
     from factory.clean.dedup import Dedup
     from factory.recipe.model import DedupOptions
     from factory.rows import conform
-    from factory.stages import StageContext
 
     n = len(rows)
     df = pl.DataFrame({

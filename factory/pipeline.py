@@ -26,6 +26,7 @@ import pyarrow as pa
 import yaml
 
 from factory.card import render_card
+from factory.stats import token_lengths
 from factory.errors import FactoryError
 from factory.domains import AUTO_DOMAIN, classify as classify_domains, cues_for as domain_cues
 from factory.manifest import SourceReport, StageCount, build_manifest, dumps
@@ -346,19 +347,6 @@ def build_table_stages(ctx: StageContext) -> list[Stage]:
     if recipe.validate_ is not None:
         stages.append(Validate(ctx, recipe.validate_))
     return stages
-
-
-def token_lengths(table: pa.Table) -> dict[str, dict[str, int]]:
-    """Per domain: percentiles of whitespace tokens in question + steps + answer + turns (card stats)."""
-    df = pl.from_arrow(table.select(["domain", "question", "steps", "answer", "messages", "chosen"]))
-    assert isinstance(df, pl.DataFrame)
-    words = lambda e: e.fill_null("").str.count_matches(r"\S+")           # noqa: E731
-    texts = lambda c: pl.col(c).list.eval(pl.element().struct.field("content")).list.join(" ")  # noqa: E731
-    n = (words(pl.col("question")) + words(pl.col("steps").list.eval(pl.element().struct.field("text")).list.join(" "))
-         + words(pl.col("answer")) + words(texts("messages")) + words(texts("chosen")))
-    stats = df.with_columns(n=n).group_by("domain").agg(
-        rows=pl.len(), **{f"p{q}": pl.col("n").quantile(q / 100, "nearest") for q in (10, 50, 90, 99)}, max=pl.col("n").max())
-    return {r["domain"]: {k: int(v) for k, v in r.items() if k != "domain"} for r in stats.sort("domain").iter_rows(named=True)}
 
 
 def _rows_per_source(rows: pa.Table | pl.DataFrame) -> dict[str, int]:
