@@ -253,3 +253,32 @@ def test_full_finetune_packing_ipo_beta_schedule_and_merge(shards, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "merge" / "base")
     diff = max((p - q).abs().max().item() for p, q in zip(merged.parameters(), base.parameters()))
     assert diff > 0 and torch.isfinite(torch.tensor(diff))                 # the adapter's update is in the merged weights
+
+
+def test_temperature_mix_and_a_local_model_directory(shards, tmp_path):
+    from train.data import mix_order
+    from train.plan import MixSpec, load_plan
+    from train.run import run_plan
+
+    domains = ["a"] * 800 + ["b"] * 200
+    picked = [domains[i] for i in mix_order(domains, 3000, MixSpec(temperature=0.5), seed=1)]
+    assert abs(picked.count("a") / 3000 - 2 / 3) < 1e-3                 # 800^0.5 : 200^0.5 = 2 : 1
+    first = run_plan(*_plan(shards, tmp_path / "one"))                   # builds a tiny base and saves it
+    doc = {"name": "dir", "output": str(tmp_path / "two"), "model": {"path": str(tmp_path / "one" / "run" / "base")},
+           "stages": [{"name": "s", "method": "sft", "data": [{"path": str(shards), "export": "sft", "domains": ["commonsense"]}],
+                       "mix": {"temperature": 0.7}, "max_steps": 2, "max_length": 128}]}
+    path = write_plan(tmp_path, doc)
+    plan, raw = load_plan(path)
+    res = run_plan(plan, raw, path.read_text())
+    assert res["base_model"] == str(tmp_path / "one" / "run" / "base") and res["stages"][0]["steps"] == 2
+    assert first["stages"][0]["steps"] == 2
+
+
+def _plan(shards: Path, tmp: Path):
+    from train.plan import load_plan
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = write_plan(tmp, tiny_plan(shards, tmp, stages=[{"name": "s", "method": "sft", "max_steps": 2, "max_length": 128,
+                                                            "data": [{"path": str(shards), "export": "sft", "domains": ["math"]}]}]))
+    plan, raw = load_plan(path)
+    return plan, raw, path.read_text()
