@@ -81,21 +81,32 @@ def evaluate(model, tokenizer, rows: list[dict], max_new_tokens: int, ablations:
 
 
 @torch.no_grad()
-def heldout_loss(model, tokenizer, rows: list[dict], max_length: int = 256) -> float:
-    """Mean negative log-likelihood of the assistant turn of SFT rows (token-weighted)."""
+def heldout_loss(model, tokenizer, rows: list[dict], max_length: int = 256, batch_size: int = 8) -> float:
+    """Mean negative log-likelihood of the assistant turn of SFT rows (token-weighted), batched
+    with right padding (padding and prompt tokens carry no loss)."""
     model.eval()
-    total, count = 0.0, 0
+    seqs = []
     for r in rows:
         msgs = r["messages"]
-        prompt_ids = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"][:max_length]
-        if len(full_ids) <= len(prompt_ids):
-            continue
-        ids = torch.tensor([full_ids], device=model.device)
-        labels = ids.clone()
-        labels[0, : len(prompt_ids)] = -100
-        out = model(input_ids=ids, labels=labels)
-        n = int((labels[0, 1:] != -100).sum())
-        total += out.loss.item() * n
-        count += n
+        prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        full = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"][:max_length]
+        if len(full) > len(prompt):
+            seqs.append((full, len(prompt)))
+    total, count = 0.0, 0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for i in range(0, len(seqs), batch_size):
+        part = seqs[i:i + batch_size]
+        width = max(len(f) for f, _ in part)
+        ids = torch.full((len(part), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        labels = torch.full((len(part), width), -100, dtype=torch.long)
+        for j, (full, n_prompt) in enumerate(part):
+            ids[j, : len(full)] = torch.tensor(full)
+            mask[j, : len(full)] = 1
+            labels[j, n_prompt: len(full)] = torch.tensor(full[n_prompt:])
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
+        target = labels[:, 1:].to(model.device)
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")
+        total += nll.item()
+        count += int((target != -100).sum())
     return total / max(count, 1)
