@@ -65,8 +65,8 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
 
 def test_500_rows_with_20_percent_faults_all_accounted_for(server, tmp_path):
     golds = gsm8k_golds(500)
-    server.reset(fault_rate=0.2, stall_s=1.0, answers={q: a for q, a in golds[:100]})
-    path = recipe(tmp_path, server.url, limit=500, cache=str(tmp_path / "cache.sqlite"), timeout_s=0.5, max_retries=8,
+    server.reset(fault_rate=0.2, stall_s=2.5, answers={q: a for q, a in golds[:100]})
+    path = recipe(tmp_path, server.url, limit=500, cache=str(tmp_path / "cache.sqlite"), timeout_s=1.2, max_retries=8,
                   max_concurrency=32, prices={"input_per_mtok": 0.15, "output_per_mtok": 0.6})
     from factory.pipeline import run
     from factory.recipe import load_recipe
