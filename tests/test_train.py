@@ -282,3 +282,29 @@ def _plan(shards: Path, tmp: Path):
                                                             "data": [{"path": str(shards), "export": "sft", "domains": ["math"]}]}]))
     plan, raw = load_plan(path)
     return plan, raw, path.read_text()
+
+
+def test_a_chat_template_without_generation_blocks_is_a_clear_error_and_the_plan_can_supply_one(shards, tmp_path):
+    from transformers import AutoTokenizer
+
+    from factory.errors import FactoryError
+    from train.models import chat_template
+    from train.plan import load_plan
+    from train.run import run_plan
+
+    first = run_plan(*_plan(shards, tmp_path / "one"))
+    base = Path(first["base_model"])
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    tok.save_pretrained(base)
+    doc = {"name": "plain", "output": str(tmp_path / "two"), "model": {"path": str(base)},
+           "stages": [{"name": "s", "method": "sft", "data": [{"path": str(shards), "export": "sft", "domains": ["math"]}],
+                       "max_steps": 2, "max_length": 128}]}
+    path = write_plan(tmp_path, doc)
+    plan, raw = load_plan(path)
+    with pytest.raises(FactoryError, match="generation"):
+        run_plan(plan, raw, path.read_text())
+    doc["model"]["chat_template"] = chat_template("<s>", "</s>")
+    path = write_plan(tmp_path, doc)
+    plan, raw = load_plan(path)
+    assert run_plan(plan, raw, path.read_text())["stages"][0]["steps"] == 2

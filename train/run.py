@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from factory.errors import FactoryError
 from train.data import as_dataset, load_rows, row_order
 from train.models import DTYPES, build_tiny, gguf_base, load_for_training, load_reference, load_tokenizer, merge_and_save, params_digest
 from train.plan import Plan
@@ -80,6 +81,11 @@ def train_stage(plan: Plan, index: int, base: Path, tokenizer, prev: Path | None
                   bf16=False, report_to=[], max_length=st.max_length, gradient_checkpointing=False, save_strategy="no",
                   logging_steps=1, seed=seed, data_seed=seed, disable_tqdm=True)
     if st.method == "sft":
+        if "generation" not in (tokenizer.chat_template or ""):
+            # TRL trains on assistant turns only when the template marks them; it refuses otherwise.
+            raise FactoryError(f"stage {st.name}: the model's chat template has no {{% generation %}} blocks around assistant "
+                               "turns, which TRL needs to train on the answers only; set model.chat_template in the plan "
+                               "(train/models.py chat_template() builds one)")
         args = SFTConfig(packing=st.packing, assistant_only_loss="messages" in dataset.column_names, **common)
         trainer = OrderedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     else:
@@ -129,6 +135,8 @@ def run_plan(plan: Plan, as_written: dict, plan_text: str, out: Path | None = No
     torch.manual_seed(plan.seed)
     base = base_model(plan, out, cwd)
     tokenizer = load_tokenizer(base)
+    if plan.model.chat_template:
+        tokenizer.chat_template = plan.model.chat_template
     resolved: dict[str, Any] = {"plan": plan.model_dump(mode="json"), "as_written": as_written,
                                 "plan_sha256": hashlib.sha256(plan_text.encode()).hexdigest(), "base_model": str(base),
                                 "versions": _versions(), "stages": []}
