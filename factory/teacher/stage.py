@@ -31,7 +31,7 @@ from factory.steps.tags import fill_tags, rules_for
 from factory.teacher.backends import BACKENDS, Backend, Request
 from factory.teacher.cache import ResponseCache
 from factory.teacher.local import LocalBackend
-from factory.teacher.parse import parse_reply
+from factory.teacher.parse import Parsed, parse_reply
 from factory.teacher.prompts import COMPLETION_STOPS, Prompter, examples_for, pick_examples
 from factory.teacher.runner import Outcome, Tally, cost, price_of, request_key, run_requests
 
@@ -64,6 +64,7 @@ class Teacher(Stage):
         self.opts = opts
         self.progress: Any = None          # the pipeline's Progress, for the live request line
         self.tally: Tally | None = None
+        self._parsed: dict[str, Parsed] = {}
 
     # ---- what to ask ----------------------------------------------------------------------
 
@@ -125,26 +126,50 @@ class Teacher(Stage):
             return StageResult(kept=table, report={"rows": 0, "requests": 0})
         backend = make_backend(self.opts, self.ctx)
         examples = pick_examples(df, self.opts.few_shot, self.tags())
-        outcomes: dict[str, Outcome] = {}
-        jobs: list[Job] = []
         rounds = [range(s, s + 1) for s in range(self.opts.samples)] if self.opts.keep == "first_correct" else [range(self.opts.samples)]
-        pending = targets
-        for samples in rounds:
-            new = self.jobs(backend, pending, examples, samples)
-            jobs += new
-            outcomes.update(self.send(backend, [j.request for j in new]))
-            if self.opts.keep == "first_correct":    # the next round only for questions still without a correct sample
-                solved = {j.row["id"] for j in new if self._correct(j, outcomes.get(j.request.key)) is not False
-                          and outcomes.get(j.request.key) and outcomes[j.request.key].reply is not None}
-                pending = pending.filter(~pl.col("id").is_in(list(solved)))
-                if pending.height == 0:
-                    break
+
+        async def sample_in_rounds(cache: ResponseCache) -> tuple[list[Job], dict[str, Outcome]]:
+            jobs: list[Job] = []
+            outcomes: dict[str, Outcome] = {}
+            pending = targets
+            for samples in rounds:
+                new = self.jobs(backend, pending, examples, samples)
+                jobs += new
+                outcomes.update(await self._send(backend, [j.request for j in new], cache))
+                if self.opts.keep == "first_correct":    # the next round only for questions still without a correct sample
+                    solved = [j.row["id"] for j in new if self._correct(j, outcomes.get(j.request.key)) is not False]
+                    pending = pending.filter(~pl.col("id").is_in(solved))
+                    if pending.height == 0:
+                        break
+            return jobs, outcomes
+
+        jobs, outcomes = self._with_backend(backend, sample_in_rounds)
         return self._assemble(df, targets, jobs, outcomes, backend)
 
     def send(self, backend: Backend, requests: list[Request]) -> dict[str, Outcome]:
+        """One batch of requests, backend started and stopped around it (the dpo student builder)."""
+        return self._with_backend(backend, lambda cache: self._send(backend, requests, cache))
+
+    def _with_backend(self, backend: Backend, work):
+        """Start the backend (the local one launches its server) and open the cache once, run
+        ``work(cache)`` on one event loop, then close both."""
+        cache = ResponseCache(self.opts.cache)
+
+        async def go():
+            await backend.start()
+            try:
+                return await work(cache)
+            finally:
+                await backend.close()
+
+        try:
+            return asyncio.run(go())
+        finally:
+            cache.close()
+
+    async def _send(self, backend: Backend, requests: list[Request], cache: ResponseCache) -> dict[str, Outcome]:
         if self.progress is not None:
             self.progress.start("teacher requests", total=len({r.key for r in requests}))
-        cache = ResponseCache(self.opts.cache)
         shown = [0]
 
         def on_done(t: Tally) -> None:
@@ -153,17 +178,9 @@ class Teacher(Stage):
                 shown[0] = t.done
                 self.progress.note("teacher requests", t.line())
 
-        async def go() -> tuple[dict[str, Outcome], Tally]:
-            await backend.start()
-            try:
-                return await run_requests(backend, requests, cache, self.opts, on_done)
-            finally:
-                await backend.close()
-
         try:
-            outcomes, tally = asyncio.run(go())
+            outcomes, tally = await run_requests(backend, requests, cache, self.opts, on_done)
         finally:
-            cache.close()
             if self.progress is not None:
                 self.progress.finish("teacher requests")
         self.tally = _merge(self.tally, tally)
@@ -173,11 +190,16 @@ class Teacher(Stage):
         steps = self.ctx.loaded.recipe.steps
         return steps.tags if steps else None
 
-    @staticmethod
-    def _correct(job: Job, outcome: Outcome | None) -> bool | None:
+    def _parse(self, key: str, text: str) -> Parsed:
+        """Each reply parsed once: the first_correct rounds and the assembly both need it."""
+        if key not in self._parsed:
+            self._parsed[key] = parse_reply(text)
+        return self._parsed[key]
+
+    def _correct(self, job: Job, outcome: Outcome | None) -> bool | None:
         if outcome is None or outcome.reply is None:
             return False
-        return answers_match(parse_reply(outcome.reply.text).answer, job.row.get("gold_answer"), job.row.get("options"))
+        return answers_match(self._parse(job.request.key, outcome.reply.text).answer, job.row.get("gold_answer"), job.row.get("options"))
 
     def _assemble(self, df: pl.DataFrame, targets: pl.DataFrame, jobs: list[Job], outcomes: dict[str, Outcome],
                   backend: Backend) -> StageResult:
@@ -245,7 +267,7 @@ class Teacher(Stage):
     def _row(self, job: Job, outcome: Outcome, backend: Backend, prices) -> tuple[dict, bool | None]:
         reply = outcome.reply
         assert reply is not None
-        parsed = parse_reply(reply.text)
+        parsed = self._parse(job.request.key, reply.text)
         row = dict(job.row)
         gold = row.get("gold_answer")
         correct = answers_match(parsed.answer, gold, row.get("options"))
