@@ -147,18 +147,20 @@ def _run(loaded: LoadedRecipe, out: Path | None, *, limit: int | None, progress:
         progress.start(name, total=table.num_rows)
         if isinstance(st, Teacher):
             st.progress = progress
-        before = _rows_per_source(table)
         result = st.run(table)
         progress.advance(name, table.num_rows)
         progress.finish(name)
         _quarantine_rows(quarantine, name, result.rejected)
-        # Per source: rows now = rows before − rejected + made (derived rows, extra teacher samples).
-        rejected_by = _rows_per_source(result.rejected) if result.rejected.height else {}
-        for src, k in _rows_per_source(result.kept).items():
-            made = k - (before.get(src, 0) - rejected_by.get(src, 0))
-            if made > 0:
-                derived_by_source[src] = derived_by_source.get(src, 0) + made
+        # rows in + made = rows out + quarantined; "made" (derived rows, extra teacher samples) is
+        # credited to the sources of the rows it was made from. Most stages make nothing.
         added = result.kept.num_rows - (table.num_rows - result.rejected.height)
+        if added:
+            before = _rows_per_source(table)
+            rejected_by = _rows_per_source(result.rejected) if result.rejected.height else {}
+            for src, k in _rows_per_source(result.kept).items():
+                made = k - (before.get(src, 0) - rejected_by.get(src, 0))
+                if made > 0:
+                    derived_by_source[src] = derived_by_source.get(src, 0) + made
         _count(totals[name], table.num_rows, result.kept.num_rows, result.rejected.height, added)
         if result.report is not None:
             reports_by_stage[name] = result.report

@@ -13,17 +13,19 @@ import torch
 
 from factory.answers import answers_match
 from factory.exports.dpo import STUDENT_GLUE
+from factory.teacher.parse import parse_reply
 
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.S)
-_FINAL = re.compile(r"(?:final answer|answer)\s*[:：]\s*(.+)", re.I)
 
 
 def extract_answer(text: str) -> str | None:
+    """The SFT format's <answer>…</answer>; otherwise what the teacher's parser reads as the final
+    answer (Final answer:, ####, \\boxed{}, "the answer is"); otherwise the last line."""
     m = _ANSWER.search(text)
     if m:
         return m.group(1).strip()
-    m = _FINAL.search(text)
-    return m.group(1).strip() if m else (text.strip().splitlines()[-1] if text.strip() else None)
+    parsed = parse_reply(text).answer
+    return parsed if parsed is not None else (text.strip().splitlines()[-1] if text.strip() else None)
 
 
 def eval_items(rows: list[dict]) -> list[dict]:

@@ -104,7 +104,8 @@ def render_assistant(template: jinja2.Template, row: dict) -> str:
 
 
 def by_split(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by their ``split`` key (one export file per split), splits sorted."""
     out: dict[str, list[dict]] = {}
     for r in rows:
-        out.setdefault(r.pop("_split"), []).append(r)
+        out.setdefault(r["split"], []).append(r)
     return dict(sorted(out.items()))

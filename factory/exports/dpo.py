@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 from factory.answers import answers_match
-from factory.exports.base import MESSAGES, Exporter, assistant_template, register_export, render_assistant, user_turn
+from factory.exports.base import MESSAGES, Exporter, assistant_template, by_split, register_export, render_assistant, user_turn
 from factory.recipe.model import DPOExport
 from factory.rows import ROW_SCHEMA, make_ids
 from factory.stages import StageContext
@@ -68,8 +68,7 @@ class DPO(Exporter):
         report["skipped"] = len(self.rejected_rows)
         self._quarantine()
         counts: dict[str, int] = {}
-        for split in sorted({p["split"] for p in kept}):
-            part = [p for p in kept if p["split"] == split]
+        for split, part in by_split(kept).items():
             self.save(split, self._table(part))
             counts[split] = len(part)
         report["rows"] = counts

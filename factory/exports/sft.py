@@ -28,7 +28,7 @@ class SFT(Exporter):
             messages = self._messages(row, template, skipped)
             if messages is None:
                 continue
-            out = {"id": row["id"], "domain": row["domain"], "source": row["source"]["name"], "_split": row["split"]}
+            out = {"id": row["id"], "domain": row["domain"], "source": row["source"]["name"], "split": row["split"]}
             if self.opts.format == "messages":
                 out["messages"] = messages
             else:

@@ -10,7 +10,6 @@ Run it:  python -m factory.testing.hub --port 0   (prints its URL; use it as HF_
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import hashlib
 import json
@@ -18,6 +17,8 @@ import sys
 
 import yaml
 from aiohttp import web
+
+from factory.testing import serve_forever
 
 
 def make_app() -> web.Application:
@@ -64,22 +65,28 @@ def make_app() -> web.Application:
             return web.json_response({"errors": [{"message": "metadata must be a mapping"}], "warnings": []}, status=400)
         return web.json_response({"errors": [], "warnings": []})
 
-    async def preupload(request: web.Request) -> web.Response:
+    def refused(request: web.Request) -> web.Response | None:
+        """401 without a token, 404 for a repo that was not created; None when the call may go on."""
         if not authorised(request):
             return unauthorised()
-        repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
-        if repo_id not in repos:
+        if repo_of(request) not in repos:
             return web.json_response({"error": "Repository not found"}, status=404)
+        return None
+
+    def repo_of(request: web.Request) -> str:
+        return f"{request.match_info['ns']}/{request.match_info['name']}"
+
+    async def preupload(request: web.Request) -> web.Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         body = await request.json()
         return web.json_response({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
                                             for f in body["files"]], "commitOid": "0" * 40})
 
     async def commit(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return unauthorised()
-        repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
-        if repo_id not in repos:
-            return web.json_response({"error": "Repository not found"}, status=404)
+        if (refusal := refused(request)) is not None:
+            return refusal
+        repo_id = repo_of(request)
         raw = await request.read()
         lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":
@@ -110,20 +117,7 @@ def make_app() -> web.Application:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
-    args = ap.parse_args(argv)
-
-    async def serve() -> None:
-        runner = web.AppRunner(make_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port)
-        await site.start()
-        print(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)   # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(make_app(), ap.parse_args(argv).port)
 
 
 if __name__ == "__main__":

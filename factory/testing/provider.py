@@ -30,6 +30,8 @@ from collections import defaultdict
 import orjson
 from aiohttp import web
 
+from factory.testing import serve_forever
+
 FAULTS = ("429", "500", "503", "timeout", "truncated")
 DEFAULTS = {
     "latency_s": 0.0,          # every answer takes this long (on average, with jitter)
@@ -291,25 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--jitter", type=float, default=0.0, help="latency ± this fraction (uniform)")
     args = ap.parse_args(argv)
-
-    async def serve() -> None:
-        runner = web.AppRunner(make_app({"latency_s": args.latency, "latency_jitter": args.jitter}), access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]      # type: ignore[union-attr]
-        print(f"http://127.0.0.1:{port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        import uvloop          # optional: a faster loop keeps the stand-in's own overhead out of client benchmarks
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        runner(serve())
-    except KeyboardInterrupt:
-        pass
+    # handler_cancellation: a client that timed out cancels its handler, so a stalled answer is
+    # never counted as delivered
+    serve_forever(make_app({"latency_s": args.latency, "latency_jitter": args.jitter}), args.port, handler_cancellation=True)
 
 
 if __name__ == "__main__":
